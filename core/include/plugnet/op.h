@@ -1,0 +1,124 @@
+/* The op registry: ops are the unit a backend implements. Each op has an id;
+ * each backend registers a kernel per op it supports. Dispatch runs an op on
+ * the device of its output and falls back, per op, to another backend that
+ * has a kernel (logged once at info level, every time at debug level). */
+#ifndef PLUGNET_OP_H
+#define PLUGNET_OP_H
+
+#include <stdint.h>
+#include <plugnet/status.h>
+#include <plugnet/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PN_OP_MAX_INPUTS 8
+
+/* Core ops, pre-registered under the names in pn_op_name(). Plugins add more
+ * with pn_op_register(). */
+typedef enum pn_core_op {
+  PN_OP_FILL = 0,    /* out[i] = p.alpha (any dtype) */
+  PN_OP_RANDOM,      /* counter-based: out[i] depends only on (seed, counter + i) */
+  PN_OP_COPY,        /* strided in[0] -> contiguous out, casting dtype */
+  PN_OP_UNARY,       /* p.kind: pn_unary_kind, f32 */
+  PN_OP_BINARY,      /* p.kind: pn_binary_kind, f32, numpy broadcasting */
+  PN_OP_MATMUL,      /* 2-D: out = op(a) * op(b), op = transpose when p.trans_* */
+  PN_OP_REDUCE,      /* p.kind: pn_reduce_kind over the axes in p.axes */
+  PN_OP_SOFTMAX,     /* along p.axis */
+  PN_OP_LOG_SOFTMAX, /* along p.axis */
+  PN_OP_CORE_COUNT
+} pn_core_op;
+
+typedef enum pn_unary_kind {
+  PN_UNARY_NEG = 0,
+  PN_UNARY_ABS,
+  PN_UNARY_SIGN,
+  PN_UNARY_EXP,
+  PN_UNARY_LOG,
+  PN_UNARY_SQRT,
+  PN_UNARY_SQUARE,
+  PN_UNARY_RECIP,
+  PN_UNARY_RELU,
+  PN_UNARY_STEP,    /* 1 where x > 0, else 0 (ReLU's derivative) */
+  PN_UNARY_SIGMOID,
+  PN_UNARY_TANH,
+  PN_UNARY_AFFINE,  /* p.alpha * x + p.beta */
+  PN_UNARY_COUNT
+} pn_unary_kind;
+
+typedef enum pn_binary_kind {
+  PN_BINARY_ADD = 0,
+  PN_BINARY_SUB,
+  PN_BINARY_MUL,
+  PN_BINARY_DIV,
+  PN_BINARY_MAX,
+  PN_BINARY_MIN,
+  PN_BINARY_EQ, /* 1 where equal, else 0 */
+  PN_BINARY_GT, /* 1 where a > b, else 0 */
+  PN_BINARY_COUNT
+} pn_binary_kind;
+
+typedef enum pn_reduce_kind {
+  PN_REDUCE_SUM = 0,
+  PN_REDUCE_MEAN,
+  PN_REDUCE_MAX,
+  PN_REDUCE_MIN,
+  PN_REDUCE_COUNT
+} pn_reduce_kind;
+
+typedef enum pn_random_kind {
+  PN_RANDOM_UNIFORM = 0, /* [alpha, beta) */
+  PN_RANDOM_NORMAL,      /* mean alpha, std beta */
+  PN_RANDOM_BERNOULLI,   /* 1 with probability alpha */
+  PN_RANDOM_COUNT
+} pn_random_kind;
+
+typedef struct pn_op_params {
+  int kind;
+  uint32_t axes; /* reduce: bit d set = reduce dimension d */
+  int keepdim;   /* reduce: keep reduced dimensions as size 1 */
+  int axis;      /* softmax, log_softmax: a non-negative dimension */
+  int trans_a, trans_b;
+  double alpha, beta;
+  uint64_t seed, counter;
+} pn_op_params;
+
+/* What a kernel receives. Inputs are contiguous except for PN_OP_COPY, and
+ * all on the kernel's device; `out` is allocated, contiguous, with its final
+ * shape. Binary inputs keep their own shapes: broadcast them to out. */
+typedef struct pn_op_args {
+  int op;
+  int n_in;
+  const pn_tensor *in[PN_OP_MAX_INPUTS];
+  pn_tensor *out;
+  pn_op_params p;
+} pn_op_args;
+
+/* A kernel may return PN_ERR_UNSUPPORTED (e.g. for a dtype) to ask for a
+ * fallback to another backend. */
+typedef pn_status (*pn_kernel_fn)(void *device_ctx, const pn_op_args *a);
+
+/* Registers an op name (idempotent) and returns its id, or -1 on error. */
+int pn_op_register(const char *name);
+int pn_op_lookup(const char *name);
+const char *pn_op_name(int op);
+int pn_op_count(void);
+
+/* Whether the backend has a kernel for op. */
+int pn_op_has_kernel(const char *backend, int op);
+
+/* Runs a->op on a->out's device, with per-op fallback. */
+pn_status pn_op_dispatch(const pn_op_args *a);
+
+/* Philox-4x32-10, the counter-based generator every backend must use for
+ * PN_OP_RANDOM so that results do not depend on the backend or thread count.
+ * Fills r[0..3] with the 4 words for block `counter`. */
+void pn_philox4x32(uint64_t seed, uint64_t counter, uint32_t r[4]);
+/* Element i of PN_OP_RANDOM: the same value on every backend. */
+float pn_random_value(int kind, double alpha, double beta, uint64_t seed, uint64_t index);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
