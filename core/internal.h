@@ -19,4 +19,11 @@ void pni_kernels_remove_backend(const char *backend);
 /* op.c: registers the core ops' names; idempotent. */
 void pni_ops_init(void);
 
+/* autograd.c: a tensor on the tape is being freed. */
+void pni_autograd_tensor_freed(pn_tensor *t);
+/* autograd.c: runs forward hooks after an op. */
+void pni_autograd_forward_hooks(const char *op, pn_tensor *const *in, int n_in, pn_tensor *out);
+/* tensor.c: a new contiguous tensor shaped like s on dev, without autograd state. */
+pn_tensor *pni_tensor_alloc(pn_device *dev, pn_dtype dt, const pn_shape *s);
+
 #endif

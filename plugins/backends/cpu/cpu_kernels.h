@@ -1,0 +1,29 @@
+/* The cpu backend's kernels and the device state they share with cpu.c. */
+#ifndef PLUGNET_CPU_KERNELS_H
+#define PLUGNET_CPU_KERNELS_H
+
+#include <plugnet/op.h>
+#include <plugnet/threadpool.h>
+
+/* The device context every kernel receives. */
+typedef struct pni_cpu_ctx {
+  pn_threadpool *pool; /* NULL: run everything on the calling thread */
+  int own_pool;        /* pool was created by set_threads (else it is the global one) */
+} pni_cpu_ctx;
+
+/* Runs fn over [0, n) on the pool, or inline when n is below two grains, so
+ * that small ops never pay for waking workers. */
+void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn,
+                      void *arg);
+
+pn_status pni_cpu_fill(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_random(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_copy(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_unary(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_binary(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_softmax(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a);
+
+#endif
