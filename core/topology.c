@@ -102,7 +102,7 @@ static void probe_binding(void) {
   hwloc_bitmap_t mine = hwloc_bitmap_alloc();
   T.can_bind = 0;
   if (!s->cpubind->set_thisthread_cpubind || !s->cpubind->get_thisthread_cpubind)
-    snprintf(T.bind_error, sizeof T.bind_error, "this OS offers no thread binding to hwloc");
+    snprintf(T.bind_error, sizeof T.bind_error, "hwloc reports no thread binding support here");
   else if (!mine || hwloc_get_cpubind(T.topo, mine, HWLOC_CPUBIND_THREAD) != 0)
     snprintf(T.bind_error, sizeof T.bind_error, "reading this thread's binding failed: %s",
              strerror(errno));
@@ -153,7 +153,7 @@ static int choose_threads(char *why, size_t n) {
   char *end = NULL;
   long v;
   if (!env || !*env) {
-    snprintf(why, n, "one worker per physical core (%d cores, %d PUs): GEMM and vector "
+    snprintf(why, n, "one worker per physical core (cores %d, PUs %d): GEMM and vector "
              "kernels saturate a core's FPUs", T.n_cores, T.n_pus);
     return T.n_cores;
   }
@@ -330,8 +330,11 @@ pn_status pn_topology_report(char *buf, size_t n) {
   buf[0] = '\0';
   PN_TRY(pn_topology_get(&info));
   report_machine(&t);
-  put(&t, "placement: %d %s, %s\n", info.threads, plural(info.threads, "worker", "workers"),
-      info.bound ? "bound to cores, memory to their NUMA node" : "unbound");
+  if (info.threads == 1)
+    put(&t, "placement: 1 worker, the calling thread alone (nothing to bind)\n");
+  else
+    put(&t, "placement: %d workers, %s\n", info.threads,
+        info.bound ? "bound to cores, memory to their NUMA node" : "unbound");
   for (int k = 0; k < info.threads; k++) report_worker(&t, k, info.bound);
   if (!T.can_bind) put(&t, "  binding unavailable: %s\n", T.bind_error);
   put(&t, "OpenBLAS: the cpu backend sets %d %s, the pool size, so BLAS and the pool share the "

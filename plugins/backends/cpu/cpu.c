@@ -1,0 +1,156 @@
+/* The cpu backend: host memory, OpenBLAS for GEMM, own vectorised kernels
+ * for the rest, and a pool of workers bound to physical cores. OpenBLAS is
+ * told to use as many threads as the pool so that the two never
+ * oversubscribe the cores between them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include <plugnet/plugin.h>
+#include <plugnet/threadpool.h>
+#include <plugnet/topology.h>
+
+#include "cpu_kernels.h"
+
+static pni_cpu_ctx cpu_state;
+
+static pn_status cpu_probe(void *ctx, char *why, size_t why_len)
+{
+  (void)ctx;
+  if (why && why_len) why[0] = '\0';
+  return PN_OK;
+}
+
+static void *cpu_alloc(void *ctx, size_t bytes)
+{
+  (void)ctx;
+  /* aligned_alloc wants a multiple of the alignment; 64 bytes is a cache
+   * line and one AVX-512 vector. */
+  size_t rounded = (bytes + 63) / 64 * 64;
+  return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static void cpu_free(void *ctx, void *mem)
+{
+  (void)ctx;
+  free(mem);
+}
+
+static void *cpu_host_ptr(void *ctx, void *mem)
+{
+  (void)ctx;
+  return mem;
+}
+
+static int cpu_threads(void *ctx)
+{
+  const pni_cpu_ctx *c = ctx;
+  return c->pool ? pn_threadpool_size(c->pool) : 1;
+}
+
+static void cpu_release_pool(pni_cpu_ctx *c)
+{
+  if (c->own_pool) pn_threadpool_free(c->pool);
+  c->pool = NULL;
+  c->own_pool = 0;
+}
+
+/* n <= 0: one per physical core. The old pool goes only once the new one
+ * exists, so a failure leaves the device as it was. */
+static pn_status cpu_set_threads(void *ctx, int n)
+{
+  pni_cpu_ctx *c = ctx;
+  pn_threadpool *pool = NULL;
+  pn_status st = pn_threadpool_create(n, 1, &pool);
+  if (st != PN_OK) return pn_error_prefix(st, "cpu: set_threads(%d): ", n);
+  cpu_release_pool(c);
+  c->pool = pool;
+  c->own_pool = 1;
+  openblas_set_num_threads(pn_threadpool_size(pool));
+  return PN_OK;
+}
+
+/* openblas_get_config() reads "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY
+ * Zen MAX_THREADS=64": the first two words are the name and version. */
+static void split_blas_config(char *version, size_t vn, const char **rest)
+{
+  const char *cfg = openblas_get_config();
+  const char *sp = cfg ? strchr(cfg, ' ') : NULL;
+  if (sp) sp = strchr(sp + 1, ' ');
+  size_t len = sp ? (size_t)(sp - cfg) : (cfg ? strlen(cfg) : 0);
+  snprintf(version, vn, "%.*s", (int)len, cfg ? cfg : "");
+  *rest = sp ? sp + 1 : "";
+}
+
+static void describe_cores(char *buf, size_t n, int threads)
+{
+  size_t used = strlen(buf);
+  for (int i = 0; i < threads && used + 1 < n; i++) {
+    char cpus[64];
+    if (!pn_topology_core_cpus(i, cpus, sizeof cpus)) break;
+    snprintf(buf + used, n - used, "%s%s", i ? " " : "", cpus);
+    used = strlen(buf);
+  }
+}
+
+static void cpu_describe(void *ctx, char *buf, size_t n)
+{
+  if (!n) return;
+  int threads = cpu_threads(ctx);
+  char version[64];
+  const char *rest;
+  split_blas_config(version, sizeof version, &rest);
+  pn_topology_info info;
+  int bound = pn_topology_get(&info) == PN_OK && info.bound;
+  snprintf(buf, n, "%s (%s), %d thread%s %s", version, rest, threads, threads == 1 ? "" : "s",
+           bound ? "bound to cores " : "not bound to cores");
+  if (bound) describe_cores(buf, n, threads);
+}
+
+static void cpu_destroy(void *ctx)
+{
+  cpu_release_pool(ctx);
+}
+
+static const pn_device_iface cpu_iface = {
+    .size = sizeof(pn_device_iface),
+    .probe = cpu_probe,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .host_ptr = cpu_host_ptr,
+    .set_threads = cpu_set_threads,
+    .threads = cpu_threads,
+    .describe = cpu_describe,
+    .destroy = cpu_destroy,
+};
+
+static pn_status cpu_init(pn_plugin_ctx *ctx)
+{
+  static const struct {
+    int op;
+    pn_kernel_fn fn;
+  } kernels[] = {
+      {PN_OP_FILL, pni_cpu_fill},         {PN_OP_RANDOM, pni_cpu_random},
+      {PN_OP_COPY, pni_cpu_copy},         {PN_OP_UNARY, pni_cpu_unary},
+      {PN_OP_BINARY, pni_cpu_binary},     {PN_OP_MATMUL, pni_cpu_matmul},
+      {PN_OP_REDUCE, pni_cpu_reduce},     {PN_OP_SOFTMAX, pni_cpu_softmax},
+      {PN_OP_LOG_SOFTMAX, pni_cpu_log_softmax},
+  };
+  memset(&cpu_state, 0, sizeof cpu_state);
+  /* The process-wide pool by default; set_threads replaces it with an own. */
+  cpu_state.pool = pn_threadpool_global();
+  openblas_set_num_threads(cpu_threads(&cpu_state));
+  PN_TRY(pn_plugin_add_device(ctx, "cpu", "cpu", &cpu_iface, &cpu_state));
+  for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
+    PN_TRY(pn_plugin_add_kernel(ctx, "cpu", pn_op_name(kernels[i].op), kernels[i].fn));
+  return PN_OK;
+}
+
+static void cpu_fini(void)
+{
+  cpu_release_pool(&cpu_state);
+}
+
+PN_PLUGIN_DEFINE("cpu", "0.1.0", cpu_init, cpu_fini);

@@ -1,0 +1,1019 @@
+/* The cpu backend's kernels. Hot loops are plain C written so that gcc -O3
+ * vectorises them (independent lanes, no calls, restrict pointers) and are
+ * cloned for AVX-512, AVX2 and baseline x86-64; the loader's ifunc picks the
+ * clone once, so one binary runs on every machine at full width. Work is
+ * split over the pool only above a size threshold: a 1-element op must cost
+ * no more than a function call. */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include <plugnet/tensor.h>
+
+#include "cpu_kernels.h"
+
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Elements per slice handed to a worker: large enough that waking it costs
+ * far less than the work (memory-bound loops), smaller for loops that are
+ * heavy per element (exp, tanh, the counter-based generator). */
+enum { ELEM_GRAIN = 1 << 15, MATH_GRAIN = 1 << 12, RANDOM_GRAIN = 1 << 11 };
+
+void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn,
+                      void *arg)
+{
+  if (grain < 1) grain = 1;
+  if (n < 2 * grain || !c || !c->pool || pn_threadpool_size(c->pool) < 2) {
+    if (n > 0) fn(arg, 0, n, 0);
+    return;
+  }
+  pn_threadpool_parallel_for(c->pool, n, grain, fn, arg);
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+  return a < b ? a : b;
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+  return a > b ? a : b;
+}
+
+static pn_status unsupported(const pn_op_args *a, const pn_tensor *t)
+{
+  return pn_error(PN_ERR_UNSUPPORTED, "cpu: op %s: dtype %s not supported", pn_op_name(a->op),
+                  pn_dtype_name(t->dtype));
+}
+
+/* Every input and the output f32; else the op is left to another backend. */
+static pn_status require_f32(const pn_op_args *a)
+{
+  for (int i = 0; i < a->n_in; i++)
+    if (a->in[i]->dtype != PN_F32) return unsupported(a, a->in[i]);
+  if (a->out->dtype != PN_F32) return unsupported(a, a->out);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ math */
+
+INLINE float bits_to_float(uint32_t u)
+{
+  union {
+    uint32_t u;
+    float f;
+  } v = {u};
+  return v.f;
+}
+
+/* e^x to about 1 ulp, branch-free so that loops calling it vectorise: x =
+ * n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to degree 7
+ * (truncation error < 1e-8), 2^n applied in two halves so that results near
+ * overflow and in the subnormal range come out right. */
+INLINE float exp_approx(float x)
+{
+  float xs = x == x ? x : 0.0f;
+  xs = xs < -104.0f ? -104.0f : xs;
+  xs = xs > 89.0f ? 89.0f : xs;
+  /* Adding 1.5 * 2^23 rounds to an integer in the mantissa. */
+  float n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xs - n * 0.693145751953125f; /* ln2's top bits: n * hi is exact */
+  r = r - n * 1.42860682030941723e-6f;  /* the rest of ln2 */
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t ni = (int32_t)n;
+  int32_t half = ni / 2;
+  float s1 = bits_to_float((uint32_t)(half + 127) << 23);
+  float s2 = bits_to_float((uint32_t)(ni - half + 127) << 23);
+  float y = p * s1 * s2;
+  return x == x ? y : x;
+}
+
+/* tanh from e^(-2|x|) (no cancellation for large |x|), and its odd series
+ * near 0, where 1 - t loses the relative precision of small results. */
+INLINE float tanh_approx(float x)
+{
+  float ax = fabsf(x);
+  float t = exp_approx(-2.0f * ax);
+  float big = (1.0f - t) / (1.0f + t);
+  float x2 = ax * ax;
+  float small = ax * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f + x2 * (-17.0f / 315.0f))));
+  return copysignf(ax < 0.0625f ? small : big, x);
+}
+
+/* ------------------------------------------------------------ fill */
+
+HOT static void fill_f32(float *restrict p, float v, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) p[i] = v;
+}
+
+HOT static void fill_i32(int32_t *restrict p, int32_t v, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) p[i] = v;
+}
+
+HOT static void fill_i64(int64_t *restrict p, int64_t v, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++) p[i] = v;
+}
+
+typedef struct fill_job {
+  void *p;
+  pn_dtype dt;
+  double v;
+} fill_job;
+
+static void fill_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const fill_job *j = arg;
+  switch (j->dt) {
+  case PN_F32: fill_f32((float *)j->p + b, (float)j->v, e - b); break;
+  case PN_I32: fill_i32((int32_t *)j->p + b, (int32_t)j->v, e - b); break;
+  case PN_I64: fill_i64((int64_t *)j->p + b, (int64_t)j->v, e - b); break;
+  case PN_U8: memset((uint8_t *)j->p + b, (uint8_t)j->v, (size_t)(e - b)); break;
+  default: break;
+  }
+}
+
+pn_status pni_cpu_fill(void *dctx, const pn_op_args *a)
+{
+  pn_tensor *o = a->out;
+  if (o->dtype != PN_F32 && o->dtype != PN_I32 && o->dtype != PN_I64 && o->dtype != PN_U8)
+    return unsupported(a, o);
+  fill_job j = {pn_tensor_data(o), o->dtype, a->p.alpha};
+  pni_cpu_parallel(dctx, pn_tensor_numel(o), ELEM_GRAIN, fill_range, &j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ random */
+
+typedef struct random_job {
+  float *p;
+  const pn_op_params *prm;
+} random_job;
+
+/* Element i's value depends only on (seed, counter + i), so any split of the
+ * range over any number of workers gives the same tensor. */
+static void random_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const random_job *j = arg;
+  const pn_op_params *p = j->prm;
+  for (int64_t i = b; i < e; i++)
+    j->p[i] = pn_random_value(p->kind, p->alpha, p->beta, p->seed, p->counter + (uint64_t)i);
+}
+
+pn_status pni_cpu_random(void *dctx, const pn_op_args *a)
+{
+  if (a->out->dtype != PN_F32) return unsupported(a, a->out);
+  random_job j = {pn_tensor_data(a->out), &a->p};
+  pni_cpu_parallel(dctx, pn_tensor_numel(a->out), RANDOM_GRAIN, random_range, &j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ strided walks */
+
+/* Up to two inputs walked in the index order of a contiguous output, with
+ * dimensions collapsed so that the innermost one is as long as possible and
+ * the per-element work runs in a tight loop. */
+typedef struct walk {
+  int ndim, n_in;
+  int64_t shape[PN_MAX_DIMS];
+  int64_t st[2][PN_MAX_DIMS]; /* in elements; 0 for a broadcast dimension */
+} walk;
+
+static int walk_mergeable(const walk *w, int outer, int d)
+{
+  for (int i = 0; i < w->n_in; i++)
+    if (w->st[i][outer] != w->st[i][d] * w->shape[d]) return 0;
+  return 1;
+}
+
+/* Drops size-1 dimensions and merges neighbours that are contiguous with
+ * each other in every input (the output always is). */
+static void walk_collapse(walk *w)
+{
+  int nd = 0;
+  for (int d = 0; d < w->ndim; d++) {
+    if (w->shape[d] == 1) continue;
+    if (nd > 0 && walk_mergeable(w, nd - 1, d)) {
+      w->shape[nd - 1] *= w->shape[d];
+      for (int i = 0; i < w->n_in; i++) w->st[i][nd - 1] = w->st[i][d];
+      continue;
+    }
+    w->shape[nd] = w->shape[d];
+    for (int i = 0; i < w->n_in; i++) w->st[i][nd] = w->st[i][d];
+    nd++;
+  }
+  if (nd == 0) {
+    w->shape[0] = 1;
+    for (int i = 0; i < w->n_in; i++) w->st[i][0] = 0;
+    nd = 1;
+  }
+  w->ndim = nd;
+}
+
+/* Called for each run of `n` output elements that lie along the innermost
+ * dimension: out_off is the output's offset, in_off each input's. */
+typedef void (*segment_fn)(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n);
+
+static void walk_range(const walk *w, int64_t b, int64_t e, segment_fn seg, void *ctx)
+{
+  int last = w->ndim - 1;
+  int64_t idx[PN_MAX_DIMS], off[2] = {0, 0}, rem = b;
+  for (int d = last; d >= 0; d--) {
+    idx[d] = rem % w->shape[d];
+    rem /= w->shape[d];
+    for (int i = 0; i < w->n_in; i++) off[i] += idx[d] * w->st[i][d];
+  }
+  for (int64_t pos = b; pos < e;) {
+    int64_t n = min64(w->shape[last] - idx[last], e - pos);
+    seg(ctx, pos, off, n);
+    pos += n;
+    idx[last] += n;
+    for (int i = 0; i < w->n_in; i++) off[i] += n * w->st[i][last];
+    for (int d = last; d > 0 && idx[d] == w->shape[d]; d--) {
+      idx[d] = 0;
+      idx[d - 1]++;
+      for (int i = 0; i < w->n_in; i++)
+        off[i] += w->st[i][d - 1] - w->shape[d] * w->st[i][d];
+    }
+  }
+}
+
+/* ------------------------------------------------------------ copy and cast */
+
+typedef void (*cast_kernel)(void *restrict dst, const void *restrict src, int64_t stride,
+                            int64_t n);
+
+/* One loop per (source, destination) dtype pair, each the plain C
+ * conversion, exactly as the reference does it. */
+#define CAST_KERNEL(name, ST, DT)                                                      \
+  HOT static void name(void *restrict dst, const void *restrict src, int64_t stride, \
+                       int64_t n)                                                    \
+  {                                                                                  \
+    DT *restrict d = dst;                                                            \
+    const ST *restrict s = src;                                                      \
+    if (stride == 1)                                                                 \
+      for (int64_t i = 0; i < n; i++) d[i] = (DT)s[i];                               \
+    else                                                                             \
+      for (int64_t i = 0; i < n; i++) d[i] = (DT)s[i * stride];                      \
+  }
+
+CAST_KERNEL(cast_f32_f32, float, float)
+CAST_KERNEL(cast_f32_i32, float, int32_t)
+CAST_KERNEL(cast_f32_i64, float, int64_t)
+CAST_KERNEL(cast_f32_u8, float, uint8_t)
+CAST_KERNEL(cast_i32_f32, int32_t, float)
+CAST_KERNEL(cast_i32_i32, int32_t, int32_t)
+CAST_KERNEL(cast_i32_i64, int32_t, int64_t)
+CAST_KERNEL(cast_i32_u8, int32_t, uint8_t)
+CAST_KERNEL(cast_i64_f32, int64_t, float)
+CAST_KERNEL(cast_i64_i32, int64_t, int32_t)
+CAST_KERNEL(cast_i64_i64, int64_t, int64_t)
+CAST_KERNEL(cast_i64_u8, int64_t, uint8_t)
+CAST_KERNEL(cast_u8_f32, uint8_t, float)
+CAST_KERNEL(cast_u8_i32, uint8_t, int32_t)
+CAST_KERNEL(cast_u8_i64, uint8_t, int64_t)
+CAST_KERNEL(cast_u8_u8, uint8_t, uint8_t)
+
+/* Indexed [source dtype][destination dtype] in pn_dtype order. */
+static const cast_kernel cast_table[4][4] = {
+    {cast_f32_f32, cast_f32_i32, cast_f32_i64, cast_f32_u8},
+    {cast_i32_f32, cast_i32_i32, cast_i32_i64, cast_i32_u8},
+    {cast_i64_f32, cast_i64_i32, cast_i64_i64, cast_i64_u8},
+    {cast_u8_f32, cast_u8_i32, cast_u8_i64, cast_u8_u8},
+};
+
+typedef struct copy_job {
+  walk w;
+  const char *src;
+  char *dst;
+  size_t src_size, dst_size;
+  cast_kernel kern;
+} copy_job;
+
+static void copy_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n)
+{
+  const copy_job *j = ctx;
+  j->kern(j->dst + (size_t)out_off * j->dst_size, j->src + (size_t)in_off[0] * j->src_size,
+          j->w.st[0][j->w.ndim - 1], n);
+}
+
+static void copy_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  copy_job *j = arg;
+  walk_range(&j->w, b, e, copy_segment, j);
+}
+
+typedef struct memcpy_job {
+  char *dst;
+  const char *src;
+} memcpy_job;
+
+static void memcpy_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const memcpy_job *j = arg;
+  memcpy(j->dst + b, j->src + b, (size_t)(e - b));
+}
+
+static int cast_dtype(pn_dtype dt)
+{
+  return dt == PN_F32 || dt == PN_I32 || dt == PN_I64 || dt == PN_U8;
+}
+
+pn_status pni_cpu_copy(void *dctx, const pn_op_args *a)
+{
+  const pn_tensor *x = a->in[0];
+  pn_tensor *o = a->out;
+  if (!cast_dtype(x->dtype)) return unsupported(a, x);
+  if (!cast_dtype(o->dtype)) return unsupported(a, o);
+  int64_t n = pn_tensor_numel(o);
+  if (pn_tensor_numel(x) != n)
+    return pn_error(PN_ERR_SHAPE, "cpu: copy: %lld elements into %lld",
+                    (long long)pn_tensor_numel(x), (long long)n);
+  if (x->dtype == o->dtype && pn_tensor_is_contiguous(x)) {
+    memcpy_job m = {pn_tensor_data(o), pn_tensor_data(x)};
+    int64_t bytes = n * (int64_t)pn_dtype_size(o->dtype);
+    pni_cpu_parallel(dctx, bytes, 4 * ELEM_GRAIN, memcpy_range, &m);
+    return PN_OK;
+  }
+  copy_job j = {.src = pn_tensor_data(x), .dst = pn_tensor_data(o),
+                .src_size = pn_dtype_size(x->dtype), .dst_size = pn_dtype_size(o->dtype),
+                .kern = cast_table[x->dtype][o->dtype]};
+  j.w.ndim = x->ndim;
+  j.w.n_in = 1;
+  for (int d = 0; d < x->ndim; d++) {
+    j.w.shape[d] = x->shape[d];
+    j.w.st[0][d] = x->stride[d];
+  }
+  walk_collapse(&j.w);
+  pni_cpu_parallel(dctx, n, ELEM_GRAIN, copy_range, &j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ unary */
+
+typedef void (*unary_kernel)(float *restrict o, const float *restrict x, int64_t n, float alpha,
+                             float beta);
+
+#define UNARY_KERNEL(name, expr)                                                          \
+  HOT static void name(float *restrict o, const float *restrict in, int64_t n, float alpha, \
+                       float beta)                                                        \
+  {                                                                                       \
+    (void)alpha;                                                                          \
+    (void)beta;                                                                           \
+    for (int64_t i = 0; i < n; i++) {                                                     \
+      float x = in[i];                                                                    \
+      o[i] = (expr);                                                                      \
+    }                                                                                     \
+  }
+
+UNARY_KERNEL(unary_neg, -x)
+UNARY_KERNEL(unary_abs, fabsf(x))
+UNARY_KERNEL(unary_sign, (float)((x > 0.0f) - (x < 0.0f)))
+UNARY_KERNEL(unary_exp, exp_approx(x))
+UNARY_KERNEL(unary_log, logf(x))
+UNARY_KERNEL(unary_sqrt, sqrtf(x))
+UNARY_KERNEL(unary_square, x * x)
+UNARY_KERNEL(unary_recip, 1.0f / x)
+UNARY_KERNEL(unary_relu, x > 0.0f ? x : 0.0f)
+UNARY_KERNEL(unary_step, x > 0.0f ? 1.0f : 0.0f)
+UNARY_KERNEL(unary_sigmoid, 1.0f / (1.0f + exp_approx(-x)))
+UNARY_KERNEL(unary_tanh, tanh_approx(x))
+UNARY_KERNEL(unary_affine, alpha * x + beta)
+
+static const unary_kernel unary_table[PN_UNARY_COUNT] = {
+    [PN_UNARY_NEG] = unary_neg,         [PN_UNARY_ABS] = unary_abs,
+    [PN_UNARY_SIGN] = unary_sign,       [PN_UNARY_EXP] = unary_exp,
+    [PN_UNARY_LOG] = unary_log,         [PN_UNARY_SQRT] = unary_sqrt,
+    [PN_UNARY_SQUARE] = unary_square,   [PN_UNARY_RECIP] = unary_recip,
+    [PN_UNARY_RELU] = unary_relu,       [PN_UNARY_STEP] = unary_step,
+    [PN_UNARY_SIGMOID] = unary_sigmoid, [PN_UNARY_TANH] = unary_tanh,
+    [PN_UNARY_AFFINE] = unary_affine,
+};
+
+typedef struct unary_job {
+  unary_kernel kern;
+  float *o;
+  const float *x;
+  float alpha, beta;
+} unary_job;
+
+static void unary_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const unary_job *j = arg;
+  j->kern(j->o + b, j->x + b, e - b, j->alpha, j->beta);
+}
+
+static int unary_is_cheap(int kind)
+{
+  return kind != PN_UNARY_EXP && kind != PN_UNARY_LOG && kind != PN_UNARY_SIGMOID &&
+         kind != PN_UNARY_TANH;
+}
+
+pn_status pni_cpu_unary(void *dctx, const pn_op_args *a)
+{
+  PN_TRY(require_f32(a));
+  int kind = a->p.kind;
+  if (kind < 0 || kind >= PN_UNARY_COUNT)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: unary kind %d unknown", kind);
+  unary_job j = {unary_table[kind], pn_tensor_data(a->out), pn_tensor_data(a->in[0]),
+                 (float)a->p.alpha, (float)a->p.beta};
+  int64_t n = pn_tensor_numel(a->out);
+  if (n < 2 * MATH_GRAIN) {
+    j.kern(j.o, j.x, n, j.alpha, j.beta);
+    return PN_OK;
+  }
+  pni_cpu_parallel(dctx, n, unary_is_cheap(kind) ? ELEM_GRAIN : MATH_GRAIN, unary_range, &j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ binary */
+
+/* vv: both inputs run along the output; vs: b is one value; sv: a is. */
+typedef void (*binary_kernel)(float *restrict o, const float *restrict a,
+                              const float *restrict b, int64_t n);
+
+#define BINARY_KERNELS(name, expr)                                                     \
+  HOT static void name##_vv(float *restrict o, const float *restrict a,              \
+                            const float *restrict b, int64_t n)                      \
+  {                                                                                  \
+    for (int64_t i = 0; i < n; i++) {                                                \
+      float x = a[i], y = b[i];                                                      \
+      o[i] = (expr);                                                                 \
+    }                                                                                \
+  }                                                                                  \
+  HOT static void name##_vs(float *restrict o, const float *restrict a,              \
+                            const float *restrict b, int64_t n)                      \
+  {                                                                                  \
+    float y = b[0];                                                                  \
+    for (int64_t i = 0; i < n; i++) {                                                \
+      float x = a[i];                                                                \
+      o[i] = (expr);                                                                 \
+    }                                                                                \
+  }                                                                                  \
+  HOT static void name##_sv(float *restrict o, const float *restrict a,              \
+                            const float *restrict b, int64_t n)                      \
+  {                                                                                  \
+    float x = a[0];                                                                  \
+    for (int64_t i = 0; i < n; i++) {                                                \
+      float y = b[i];                                                                \
+      o[i] = (expr);                                                                 \
+    }                                                                                \
+  }
+
+BINARY_KERNELS(bin_add, x + y)
+BINARY_KERNELS(bin_sub, x - y)
+BINARY_KERNELS(bin_mul, x * y)
+BINARY_KERNELS(bin_div, x / y)
+BINARY_KERNELS(bin_max, x > y ? x : y)
+BINARY_KERNELS(bin_min, x < y ? x : y)
+BINARY_KERNELS(bin_eq, x == y ? 1.0f : 0.0f)
+BINARY_KERNELS(bin_gt, x > y ? 1.0f : 0.0f)
+
+enum { VV = 0, VS, SV };
+
+#define BINARY_ROW(name) {name##_vv, name##_vs, name##_sv}
+static const binary_kernel binary_table[PN_BINARY_COUNT][3] = {
+    [PN_BINARY_ADD] = BINARY_ROW(bin_add), [PN_BINARY_SUB] = BINARY_ROW(bin_sub),
+    [PN_BINARY_MUL] = BINARY_ROW(bin_mul), [PN_BINARY_DIV] = BINARY_ROW(bin_div),
+    [PN_BINARY_MAX] = BINARY_ROW(bin_max), [PN_BINARY_MIN] = BINARY_ROW(bin_min),
+    [PN_BINARY_EQ] = BINARY_ROW(bin_eq),   [PN_BINARY_GT] = BINARY_ROW(bin_gt),
+};
+
+typedef struct binary_job {
+  walk w;
+  const binary_kernel *kern; /* the kind's row of binary_table */
+  float *o;
+  const float *a, *b;
+} binary_job;
+
+static void binary_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n)
+{
+  const binary_job *j = ctx;
+  int last = j->w.ndim - 1;
+  int a_runs = j->w.st[0][last] != 0, b_runs = j->w.st[1][last] != 0;
+  float *o = j->o + out_off;
+  const float *a = j->a + in_off[0], *b = j->b + in_off[1];
+  if (a_runs && b_runs) j->kern[VV](o, a, b, n);
+  else if (a_runs) j->kern[VS](o, a, b, n);
+  else if (b_runs) j->kern[SV](o, a, b, n);
+  else {
+    j->kern[VV](o, a, b, 1);
+    fill_f32(o + 1, o[0], n - 1);
+  }
+}
+
+static void binary_range(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  binary_job *j = arg;
+  walk_range(&j->w, b, e, binary_segment, j);
+}
+
+/* Strides of a contiguous input broadcast to `o` (numpy: right-aligned). */
+static pn_status broadcast_strides(const pn_tensor *t, const pn_tensor *o, int64_t *st)
+{
+  int shift = o->ndim - t->ndim;
+  if (shift < 0) return pn_error(PN_ERR_SHAPE, "cpu: binary: an input has more dims than out");
+  int64_t run = 1;
+  for (int d = o->ndim - 1; d >= 0; d--) {
+    int td = d - shift;
+    int64_t size = td >= 0 ? t->shape[td] : 1;
+    if (size != 1 && size != o->shape[d])
+      return pn_error(PN_ERR_SHAPE, "cpu: binary: an input does not broadcast to the output");
+    st[d] = size == 1 ? 0 : run;
+    run *= size;
+  }
+  return PN_OK;
+}
+
+pn_status pni_cpu_binary(void *dctx, const pn_op_args *a)
+{
+  PN_TRY(require_f32(a));
+  int kind = a->p.kind;
+  if (kind < 0 || kind >= PN_BINARY_COUNT)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: binary kind %d unknown", kind);
+  const pn_tensor *x = a->in[0], *y = a->in[1];
+  pn_tensor *o = a->out;
+  int64_t n = pn_tensor_numel(o), nx = pn_tensor_numel(x), ny = pn_tensor_numel(y);
+  float *op = pn_tensor_data(o);
+  const float *xp = pn_tensor_data(x), *yp = pn_tensor_data(y);
+  /* Same shapes or one scalar (after numpy's rules these are flat loops),
+   * small enough for one thread: straight to the kernel. */
+  if (n < 2 * ELEM_GRAIN && nx == n && (ny == n || ny == 1)) {
+    binary_table[kind][ny == n ? VV : VS](op, xp, yp, n);
+    return PN_OK;
+  }
+  if (n < 2 * ELEM_GRAIN && nx == 1 && ny == n) {
+    binary_table[kind][SV](op, xp, yp, n);
+    return PN_OK;
+  }
+  binary_job j = {.kern = binary_table[kind], .o = op, .a = xp, .b = yp};
+  j.w.ndim = o->ndim;
+  j.w.n_in = 2;
+  for (int d = 0; d < o->ndim; d++) j.w.shape[d] = o->shape[d];
+  PN_TRY(broadcast_strides(x, o, j.w.st[0]));
+  PN_TRY(broadcast_strides(y, o, j.w.st[1]));
+  walk_collapse(&j.w);
+  pni_cpu_parallel(dctx, n, ELEM_GRAIN, binary_range, &j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ matmul */
+
+/* A stored 2-D operand as BLAS sees it: row-major with leading dimension
+ * ld, possibly read transposed. A column-major view (a transposed tensor)
+ * is the same memory read with the transpose flipped. */
+static int blas_operand(const pn_tensor *t, int trans, enum CBLAS_TRANSPOSE *op, blasint *ld)
+{
+  if (t->stride[1] == 1 || t->shape[1] == 1) {
+    *op = trans ? CblasTrans : CblasNoTrans;
+    *ld = (blasint)max64(max64(t->stride[0], t->shape[1]), 1);
+    return t->shape[0] == 1 || t->stride[0] >= t->shape[1];
+  }
+  if (t->stride[0] == 1 || t->shape[0] == 1) {
+    *op = trans ? CblasNoTrans : CblasTrans;
+    *ld = (blasint)max64(max64(t->stride[1], t->shape[0]), 1);
+    return t->stride[1] >= t->shape[0];
+  }
+  return 0;
+}
+
+pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a)
+{
+  (void)dctx;
+  PN_TRY(require_f32(a));
+  const pn_tensor *x = a->in[0], *y = a->in[1];
+  pn_tensor *o = a->out;
+  if (x->ndim != 2 || y->ndim != 2 || o->ndim != 2)
+    return pn_error(PN_ERR_SHAPE, "cpu: matmul needs 2-D tensors");
+  int64_t m = o->shape[0], n = o->shape[1];
+  int64_t k = a->p.trans_a ? x->shape[0] : x->shape[1];
+  if ((a->p.trans_a ? x->shape[1] : x->shape[0]) != m ||
+      (a->p.trans_b ? y->shape[1] : y->shape[0]) != k ||
+      (a->p.trans_b ? y->shape[0] : y->shape[1]) != n)
+    return pn_error(PN_ERR_SHAPE, "cpu: matmul: shapes do not fit");
+  if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: matmul: a dimension exceeds OpenBLAS's int");
+  float *op = pn_tensor_data(o);
+  if (m == 0 || n == 0) return PN_OK;
+  if (k == 0) {
+    memset(op, 0, (size_t)(m * n) * sizeof(float));
+    return PN_OK;
+  }
+  enum CBLAS_TRANSPOSE ta, tb;
+  blasint lda, ldb;
+  if (!blas_operand(x, a->p.trans_a, &ta, &lda) || !blas_operand(y, a->p.trans_b, &tb, &ldb))
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: matmul: an operand's strides are not BLAS-shaped");
+  cblas_sgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0f,
+              pn_tensor_data(x), lda, pn_tensor_data(y), ldb, 0.0f, op, (blasint)n);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ reductions */
+
+/* Sums in blocks: 16 independent float lanes (vectorised without
+ * reassociation) over at most SUM_BLOCK elements, each block's total then
+ * added in double, so the error does not grow with the length. */
+enum { SUM_BLOCK = 2048, LANES = 16 };
+
+HOT static double block_sum(const float *restrict x, int64_t n)
+{
+  double total = 0.0;
+  for (int64_t b = 0; b < n; b += SUM_BLOCK) {
+    int64_t len = min64(SUM_BLOCK, n - b);
+    const float *p = x + b;
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= len; i += LANES)
+      for (int l = 0; l < LANES; l++) acc[l] += p[i + l];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    for (; i < len; i++) s += p[i];
+    total += s;
+  }
+  return total;
+}
+
+HOT static float block_max(const float *restrict x, int64_t n)
+{
+  float acc[LANES];
+  for (int l = 0; l < LANES; l++) acc[l] = x[0];
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+  float m = acc[0];
+  for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+HOT static float block_min(const float *restrict x, int64_t n)
+{
+  float acc[LANES];
+  for (int l = 0; l < LANES; l++) acc[l] = x[0];
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] = x[i + l] < acc[l] ? x[i + l] : acc[l];
+  float m = acc[0];
+  for (int l = 1; l < LANES; l++) m = acc[l] < m ? acc[l] : m;
+  for (; i < n; i++) m = x[i] < m ? x[i] : m;
+  return m;
+}
+
+/* A sum is kept in double until the final store; max and min exactly. */
+static double reduce_row(int kind, const float *x, int64_t n)
+{
+  if (kind == PN_REDUCE_MAX) return block_max(x, n);
+  if (kind == PN_REDUCE_MIN) return block_min(x, n);
+  return block_sum(x, n);
+}
+
+static double reduce_combine(int kind, double acc, double v)
+{
+  if (kind == PN_REDUCE_MAX) return v > acc ? v : acc;
+  if (kind == PN_REDUCE_MIN) return v < acc ? v : acc;
+  return acc + v;
+}
+
+/* One stage: src viewed as [outer, len, inner] reduced over len into dst
+ * [outer, inner]; sums are multiplied by `scale` (1/count for a mean). */
+typedef struct reduce_stage {
+  const float *src;
+  float *dst;
+  int64_t outer, len, inner;
+  int kind;
+  double scale;
+  double *partial; /* per chunk, when one long row is split */
+} reduce_stage;
+
+enum { COL_CHUNK = 256, ROW_CHUNK = 1 << 16 };
+
+static float reduce_finish(const reduce_stage *s, double v)
+{
+  return (float)(s->kind == PN_REDUCE_MAX || s->kind == PN_REDUCE_MIN ? v : v * s->scale);
+}
+
+static void reduce_rows(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const reduce_stage *s = arg;
+  for (int64_t r = b; r < e; r++)
+    s->dst[r] = reduce_finish(s, reduce_row(s->kind, s->src + r * s->len, s->len));
+}
+
+static void reduce_row_chunks(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const reduce_stage *s = arg;
+  for (int64_t c = b; c < e; c++) {
+    int64_t start = c * ROW_CHUNK;
+    s->partial[c] = reduce_row(s->kind, s->src + start, min64(ROW_CHUNK, s->len - start));
+  }
+}
+
+HOT static void column_sum(double *restrict acc, const float *restrict src, int64_t len,
+                           int64_t stride, int64_t w)
+{
+  for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
+  for (int64_t l = 0; l < len; l++)
+    for (int64_t j = 0; j < w; j++) acc[j] += src[l * stride + j];
+}
+
+HOT static void column_best(float *restrict acc, const float *restrict src, int64_t len,
+                            int64_t stride, int64_t w, int is_max)
+{
+  for (int64_t j = 0; j < w; j++) acc[j] = src[j];
+  if (is_max) {
+    for (int64_t l = 1; l < len; l++)
+      for (int64_t j = 0; j < w; j++) acc[j] = src[l * stride + j] > acc[j] ? src[l * stride + j] : acc[j];
+  } else {
+    for (int64_t l = 1; l < len; l++)
+      for (int64_t j = 0; j < w; j++) acc[j] = src[l * stride + j] < acc[j] ? src[l * stride + j] : acc[j];
+  }
+}
+
+/* Items are (outer, chunk of COL_CHUNK columns) pairs. */
+static void reduce_columns(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const reduce_stage *s = arg;
+  int64_t chunks = (s->inner + COL_CHUNK - 1) / COL_CHUNK;
+  double dacc[COL_CHUNK];
+  float facc[COL_CHUNK];
+  for (int64_t it = b; it < e; it++) {
+    int64_t o = it / chunks, j0 = it % chunks * COL_CHUNK;
+    int64_t w = min64(COL_CHUNK, s->inner - j0);
+    const float *src = s->src + o * s->len * s->inner + j0;
+    float *dst = s->dst + o * s->inner + j0;
+    if (s->kind == PN_REDUCE_MAX || s->kind == PN_REDUCE_MIN) {
+      column_best(facc, src, s->len, s->inner, w, s->kind == PN_REDUCE_MAX);
+      for (int64_t j = 0; j < w; j++) dst[j] = facc[j];
+    } else {
+      column_sum(dacc, src, s->len, s->inner, w);
+      for (int64_t j = 0; j < w; j++) dst[j] = (float)(dacc[j] * s->scale);
+    }
+  }
+}
+
+/* Splitting a long row into fixed chunks (whatever the thread count) keeps
+ * the result independent of the number of workers. */
+static pn_status reduce_long_rows(const pni_cpu_ctx *c, reduce_stage *s)
+{
+  int64_t chunks = (s->len + ROW_CHUNK - 1) / ROW_CHUNK;
+  s->partial = malloc((size_t)chunks * sizeof(double));
+  if (!s->partial) return pn_error(PN_ERR_NOMEM, "cpu: reduce: out of memory");
+  const float *base = s->src;
+  for (int64_t r = 0; r < s->outer; r++) {
+    s->src = base + r * s->len;
+    pni_cpu_parallel(c, chunks, 1, reduce_row_chunks, s);
+    double v = s->partial[0];
+    for (int64_t i = 1; i < chunks; i++) v = reduce_combine(s->kind, v, s->partial[i]);
+    s->dst[r] = reduce_finish(s, v);
+  }
+  free(s->partial);
+  s->src = base;
+  return PN_OK;
+}
+
+static pn_status reduce_stage_run(const pni_cpu_ctx *c, reduce_stage *s)
+{
+  if (s->inner == 1 && s->len >= 2 * ROW_CHUNK) return reduce_long_rows(c, s);
+  if (s->inner == 1) {
+    pni_cpu_parallel(c, s->outer, max64(1, ELEM_GRAIN / max64(s->len, 1)), reduce_rows, s);
+    return PN_OK;
+  }
+  int64_t chunks = (s->inner + COL_CHUNK - 1) / COL_CHUNK;
+  int64_t per_item = s->len * min64(s->inner, COL_CHUNK);
+  pni_cpu_parallel(c, s->outer * chunks, max64(1, ELEM_GRAIN / max64(per_item, 1)),
+                   reduce_columns, s);
+  return PN_OK;
+}
+
+/* Input dimensions with size-1 ones dropped and neighbours of the same kind
+ * (reduced or kept) merged: an alternating list of groups. */
+typedef struct reduce_groups {
+  int n;
+  int64_t size[PN_MAX_DIMS];
+  int reduced[PN_MAX_DIMS];
+} reduce_groups;
+
+static reduce_groups group_dims(const pn_tensor *x, uint32_t axes)
+{
+  reduce_groups g = {0, {0}, {0}};
+  for (int d = 0; d < x->ndim; d++) {
+    if (x->shape[d] == 1) continue;
+    int red = (int)(axes >> d & 1u);
+    if (g.n > 0 && g.reduced[g.n - 1] == red) {
+      g.size[g.n - 1] *= x->shape[d];
+      continue;
+    }
+    g.size[g.n] = x->shape[d];
+    g.reduced[g.n++] = red;
+  }
+  return g;
+}
+
+static void fill_identity(int kind, float *p, int64_t n)
+{
+  float v = kind == PN_REDUCE_SUM ? 0.0f : kind == PN_REDUCE_MEAN ? NAN
+                                       : kind == PN_REDUCE_MAX ? -INFINITY : INFINITY;
+  fill_f32(p, v, n);
+}
+
+/* Reduces the innermost reduced group, then the next, through a scratch
+ * buffer, until one remains and writes the output. */
+static pn_status reduce_groups_run(const pni_cpu_ctx *c, int kind, reduce_groups g,
+                                   const float *src, float *dst, double count)
+{
+  float *scratch = NULL;
+  const float *cur = src;
+  pn_status st = PN_OK;
+  for (;;) {
+    int last = -1, n_red = 0;
+    for (int i = 0; i < g.n; i++)
+      if (g.reduced[i]) last = i, n_red++;
+    reduce_stage s = {.src = cur, .outer = 1, .len = g.size[last], .inner = 1, .kind = kind};
+    for (int i = 0; i < last; i++) s.outer *= g.size[i];
+    for (int i = last + 1; i < g.n; i++) s.inner *= g.size[i];
+    int final = n_red == 1;
+    int sum_like = kind == PN_REDUCE_SUM || kind == PN_REDUCE_MEAN;
+    s.scale = final && kind == PN_REDUCE_MEAN ? 1.0 / count : 1.0;
+    s.kind = sum_like ? PN_REDUCE_SUM : kind;
+    float *next = dst;
+    if (!final) {
+      next = malloc((size_t)(s.outer * s.inner) * sizeof(float));
+      if (!next) {
+        st = pn_error(PN_ERR_NOMEM, "cpu: reduce: out of memory");
+        break;
+      }
+    }
+    s.dst = next;
+    st = reduce_stage_run(c, &s);
+    free(scratch);
+    scratch = final ? NULL : next;
+    if (st != PN_OK || final) break;
+    cur = next;
+    g.reduced[last] = 0; /* now size 1: merge it into nothing */
+    g.size[last] = 1;
+  }
+  free(scratch);
+  return st;
+}
+
+pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a)
+{
+  PN_TRY(require_f32(a));
+  int kind = a->p.kind;
+  if (kind < 0 || kind >= PN_REDUCE_COUNT)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: reduce kind %d unknown", kind);
+  const pn_tensor *x = a->in[0];
+  pn_tensor *o = a->out;
+  uint32_t axes = x->ndim >= 32 ? a->p.axes : a->p.axes & ((1u << x->ndim) - 1u);
+  int64_t n_out = 1, n = pn_tensor_numel(x);
+  for (int d = 0; d < x->ndim; d++)
+    if (!(axes >> d & 1u)) n_out *= x->shape[d];
+  if (n_out != pn_tensor_numel(o))
+    return pn_error(PN_ERR_SHAPE, "cpu: reduce: output has %lld elements, expected %lld",
+                    (long long)pn_tensor_numel(o), (long long)n_out);
+  const float *xp = pn_tensor_data(x);
+  float *op = pn_tensor_data(o);
+  if (n == 0) {
+    fill_identity(kind, op, n_out);
+    return PN_OK;
+  }
+  reduce_groups g = group_dims(x, axes);
+  int any = 0;
+  for (int i = 0; i < g.n; i++) any |= g.reduced[i];
+  if (!any) { /* only size-1 dimensions reduced: every value is its own result */
+    memcpy(op, xp, (size_t)n * sizeof(float));
+    return PN_OK;
+  }
+  return reduce_groups_run(dctx, kind, g, xp, op, (double)(n / n_out));
+}
+
+/* ------------------------------------------------------------ softmax */
+
+HOT static void exp_shifted(float *restrict o, const float *restrict x, int64_t n, float m)
+{
+  for (int64_t i = 0; i < n; i++) o[i] = exp_approx(x[i] - m);
+}
+
+HOT static void scale_row(float *restrict o, int64_t n, float s)
+{
+  for (int64_t i = 0; i < n; i++) o[i] *= s;
+}
+
+HOT static void shift_row(float *restrict o, const float *restrict x, int64_t n, float shift)
+{
+  for (int64_t i = 0; i < n; i++) o[i] = x[i] - shift;
+}
+
+typedef struct softmax_job {
+  const float *x;
+  float *o;
+  int64_t outer, len, inner;
+  int want_log;
+} softmax_job;
+
+static void softmax_rows(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const softmax_job *j = arg;
+  for (int64_t r = b; r < e; r++) {
+    const float *x = j->x + r * j->len;
+    float *o = j->o + r * j->len;
+    float m = block_max(x, j->len);
+    exp_shifted(o, x, j->len, m);
+    double s = block_sum(o, j->len);
+    if (j->want_log) shift_row(o, x, j->len, (float)(m + log(s)));
+    else scale_row(o, j->len, (float)(1.0 / s));
+  }
+}
+
+/* Softmax over a non-last axis: COL_CHUNK columns at a time, each column a
+ * strided run of `len` values, handled as vectors across columns. */
+HOT static void softmax_column_block(float *restrict o, const float *restrict x, int64_t len,
+                                     int64_t stride, int64_t w, int want_log)
+{
+  float m[COL_CHUNK];
+  double s[COL_CHUNK];
+  for (int64_t j = 0; j < w; j++) m[j] = x[j], s[j] = 0.0;
+  for (int64_t l = 1; l < len; l++)
+    for (int64_t j = 0; j < w; j++) m[j] = x[l * stride + j] > m[j] ? x[l * stride + j] : m[j];
+  for (int64_t l = 0; l < len; l++)
+    for (int64_t j = 0; j < w; j++) {
+      float v = exp_approx(x[l * stride + j] - m[j]);
+      o[l * stride + j] = v;
+      s[j] += v;
+    }
+  float f[COL_CHUNK];
+  for (int64_t j = 0; j < w; j++)
+    f[j] = want_log ? (float)(m[j] + log(s[j])) : (float)(1.0 / s[j]);
+  for (int64_t l = 0; l < len; l++)
+    for (int64_t j = 0; j < w; j++)
+      o[l * stride + j] = want_log ? x[l * stride + j] - f[j] : o[l * stride + j] * f[j];
+}
+
+static void softmax_columns(void *arg, int64_t b, int64_t e, int worker)
+{
+  (void)worker;
+  const softmax_job *j = arg;
+  int64_t chunks = (j->inner + COL_CHUNK - 1) / COL_CHUNK;
+  for (int64_t it = b; it < e; it++) {
+    int64_t r = it / chunks, c0 = it % chunks * COL_CHUNK;
+    int64_t off = r * j->len * j->inner + c0;
+    softmax_column_block(j->o + off, j->x + off, j->len, j->inner,
+                         min64(COL_CHUNK, j->inner - c0), j->want_log);
+  }
+}
+
+static pn_status softmax_common(void *dctx, const pn_op_args *a, int want_log)
+{
+  PN_TRY(require_f32(a));
+  const pn_tensor *x = a->in[0];
+  int axis = a->p.axis;
+  if (axis < 0 || axis >= x->ndim)
+    return pn_error(PN_ERR_INVALID, "cpu: %s: axis %d out of range for %d dims",
+                    pn_op_name(a->op), axis, x->ndim);
+  softmax_job j = {pn_tensor_data(x), pn_tensor_data(a->out), 1, x->shape[axis], 1, want_log};
+  for (int d = 0; d < axis; d++) j.outer *= x->shape[d];
+  for (int d = axis + 1; d < x->ndim; d++) j.inner *= x->shape[d];
+  if (j.len == 0 || j.outer * j.inner == 0) return PN_OK;
+  if (j.inner == 1) {
+    pni_cpu_parallel(dctx, j.outer, max64(1, MATH_GRAIN / j.len), softmax_rows, &j);
+    return PN_OK;
+  }
+  int64_t chunks = (j.inner + COL_CHUNK - 1) / COL_CHUNK;
+  int64_t per_item = j.len * min64(j.inner, COL_CHUNK);
+  pni_cpu_parallel(dctx, j.outer * chunks, max64(1, MATH_GRAIN / per_item), softmax_columns, &j);
+  return PN_OK;
+}
+
+pn_status pni_cpu_softmax(void *dctx, const pn_op_args *a)
+{
+  return softmax_common(dctx, a, 0);
+}
+
+pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a)
+{
+  return softmax_common(dctx, a, 1);
+}
