@@ -28,7 +28,7 @@ void pn_log_set_level(pn_log_level l) {
   level = (int)l;
 }
 
-void pn_log(pn_log_level l, const char *fmt, ...) {
+void pn_log_write(pn_log_level l, const char *fmt, ...) {
   static const char *const tags[] = {"error", "warning", "info", "debug"};
   char line[1024];
   va_list ap;

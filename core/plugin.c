@@ -294,11 +294,12 @@ static pn_status run_init(pni_plugin *p) {
   pn_status s = p->desc->init(&p->ctx);
   p->ctx.in_init = 0;
   if (p->ctx.disagree) return pn_error(PN_ERR_PLUGIN, "%s", p->ctx.disagree);
-  if (s != PN_OK) {
-    const char *why = pn_last_error();
-    return pn_error(PN_ERR_PLUGIN, "plugin '%s': init failed (%s): %s", m->plugin,
-                    pn_status_name(s), why[0] ? why : "no message");
-  }
+  if (s != PN_OK && !pn_last_error()[0])
+    return pn_error(PN_ERR_PLUGIN, "plugin '%s': init failed (%s) without a message", m->plugin,
+                    pn_status_name(s));
+  if (s != PN_OK)
+    return pn_error_prefix(PN_ERR_PLUGIN, "plugin '%s': init failed (%s): ", m->plugin,
+                           pn_status_name(s));
   return check_all_registered(p);
 }
 

@@ -252,7 +252,7 @@ static pn_status unknown_feature(const char *name) {
   if (R.n_features == 0)
     return pn_error(PN_ERR_NOT_FOUND, "unknown feature '%s': no plugins found (search path: %s)",
                     name, search_path_locked());
-  const char **names = calloc((size_t)R.n_features, sizeof *names);
+  const char **names = calloc((size_t)(unsigned)R.n_features + 1, sizeof *names);
   size_t len = 1;
   for (int i = 0; i < R.n_features; i++) len += strlen(R.features[i]->name) + 2;
   char *list = calloc(1, len);

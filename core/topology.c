@@ -183,8 +183,9 @@ static int choose_binding(int threads, char *why, size_t n) {
     snprintf(why, n, "; binding unavailable: %s", T.bind_error);
     return 0;
   }
-  snprintf(why, n, threads > T.n_cores ? "; bound to cores, some shared (more workers than cores)"
-                                       : "; each worker bound to its own core");
+  if (threads == 1) snprintf(why, n, "; one thread, nothing to bind");
+  else if (threads > T.n_cores) snprintf(why, n, "; bound to cores, some shared (more workers than cores)");
+  else snprintf(why, n, "; each worker bound to its own core");
   return 1;
 }
 
@@ -219,7 +220,7 @@ static void bind_memory(int core) {
     PN_DEBUG("memory binding to NUMA node %s failed (single node, harmless): %s", nodes,
              strerror(errno));
   else if (atomic_exchange(&membind_warned, 1) == 0)
-    pn_log(PN_LOG_WARN, "memory binding to NUMA node %s failed, memory stays unbound: %s",
+    pn_log_write(PN_LOG_WARN, "memory binding to NUMA node %s failed, memory stays unbound: %s",
            nodes, strerror(errno));
 }
 
@@ -283,8 +284,11 @@ static void report_numa(text *t) {
       hwloc_bitmap_and(set, o->cpuset, T.allowed);
       hwloc_bitmap_list_snprintf(pus, sizeof pus, set);
     }
-    put(t, "  NUMA node %u: %llu MiB, PUs %s\n", o->os_index,
-        (unsigned long long)(o->attr->numanode.local_memory >> 20), *pus ? pus : "none");
+    if (o->attr->numanode.local_memory)
+      put(t, "  NUMA node %u: %llu MiB, PUs %s\n", o->os_index,
+          (unsigned long long)(o->attr->numanode.local_memory >> 20), *pus ? pus : "none");
+    else
+      put(t, "  NUMA node %u: memory size unknown, PUs %s\n", o->os_index, *pus ? pus : "none");
   }
   hwloc_bitmap_free(set);
 }

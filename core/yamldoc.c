@@ -105,7 +105,7 @@ static pn_status convert_kids(conv *c, pni_ynode *n, const yaml_node_item_t *ite
 
 static pn_status convert_map(conv *c, pni_ynode *n, yaml_node_t *yn, int depth) {
   int pairs = (int)(yn->data.mapping.pairs.top - yn->data.mapping.pairs.start);
-  yaml_node_item_t *items = malloc(sizeof *items * (size_t)(2 * pairs + 1));
+  yaml_node_item_t *items = calloc((size_t)(2 * pairs + 1), sizeof *items);
   if (!items) return pn_error(PN_ERR_NOMEM, "%s: out of memory", c->d->file);
   for (int i = 0; i < pairs; i++) {
     items[2 * i] = yn->data.mapping.pairs.start[i].key;

@@ -2,6 +2,7 @@
  * for the rest, and a pool of workers bound to physical cores. OpenBLAS is
  * told to use as many threads as the pool so that the two never
  * oversubscribe the cores between them. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +24,106 @@ static pn_status cpu_probe(void *ctx, char *why, size_t why_len)
   return PN_OK;
 }
 
+/* ------------------------------------------------------------ memory */
+
+/* Every block starts with a 64-byte header holding its size, so the data
+ * stays aligned to a cache line and one AVX-512 vector. */
+enum { HEADER = 64, CACHE_SLOTS = 8 };
+
+/* Large blocks come from mmap, and each fresh one costs a page fault per
+ * 4 KiB on first touch, more than the op that fills it. A training step
+ * allocates the same large sizes every time, so a few freed large blocks
+ * are kept for reuse (bounded: 8 blocks, 256 MiB). */
+#define CACHE_MIN_BYTES ((size_t)1 << 20)
+#define CACHE_MAX_BYTES ((size_t)256 << 20)
+
+static struct {
+  pthread_mutex_t lock;
+  void *base[CACHE_SLOTS];
+  size_t total;
+} block_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+
+static size_t block_size(const void *base)
+{
+  size_t n;
+  memcpy(&n, base, sizeof n);
+  return n;
+}
+
+/* The smallest cached block that holds `size` without wasting a third. */
+static void *cache_take(size_t size)
+{
+  pthread_mutex_lock(&block_cache.lock);
+  int best = -1;
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    void *b = block_cache.base[i];
+    if (!b || block_size(b) < size || block_size(b) > size + size / 2) continue;
+    if (best < 0 || block_size(b) < block_size(block_cache.base[best])) best = i;
+  }
+  void *b = NULL;
+  if (best >= 0) {
+    b = block_cache.base[best];
+    block_cache.base[best] = NULL;
+    block_cache.total -= block_size(b);
+  }
+  pthread_mutex_unlock(&block_cache.lock);
+  return b;
+}
+
+/* Keeps a large block, dropping cached ones until it fits the budget. */
+static int cache_put(void *base)
+{
+  size_t size = block_size(base);
+  if (size < CACHE_MIN_BYTES || size > CACHE_MAX_BYTES) return 0;
+  pthread_mutex_lock(&block_cache.lock);
+  int slot = -1;
+  for (int i = 0; i < CACHE_SLOTS && slot < 0; i++)
+    if (!block_cache.base[i]) slot = i;
+  for (int i = 0; i < CACHE_SLOTS && (slot < 0 || block_cache.total + size > CACHE_MAX_BYTES);
+       i++) {
+    if (!block_cache.base[i]) continue;
+    block_cache.total -= block_size(block_cache.base[i]);
+    free(block_cache.base[i]);
+    block_cache.base[i] = NULL;
+    if (slot < 0) slot = i;
+  }
+  block_cache.base[slot] = base;
+  block_cache.total += size;
+  pthread_mutex_unlock(&block_cache.lock);
+  return 1;
+}
+
+static void cache_clear(void)
+{
+  pthread_mutex_lock(&block_cache.lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    free(block_cache.base[i]);
+    block_cache.base[i] = NULL;
+  }
+  block_cache.total = 0;
+  pthread_mutex_unlock(&block_cache.lock);
+}
+
 static void *cpu_alloc(void *ctx, size_t bytes)
 {
   (void)ctx;
-  /* aligned_alloc wants a multiple of the alignment; 64 bytes is a cache
-   * line and one AVX-512 vector. */
-  size_t rounded = (bytes + 63) / 64 * 64;
-  return aligned_alloc(64, rounded ? rounded : 64);
+  if (bytes > SIZE_MAX - 2 * HEADER) return NULL;
+  size_t size = (bytes + 63) / 64 * 64 + HEADER;
+  char *base = size >= CACHE_MIN_BYTES ? cache_take(size) : NULL;
+  if (!base) {
+    base = aligned_alloc(64, size);
+    if (!base) return NULL;
+    memcpy(base, &size, sizeof size);
+  }
+  return base + HEADER;
 }
 
 static void cpu_free(void *ctx, void *mem)
 {
   (void)ctx;
-  free(mem);
+  if (!mem) return;
+  char *base = (char *)mem - HEADER;
+  if (!cache_put(base)) free(base);
 }
 
 static void *cpu_host_ptr(void *ctx, void *mem)
@@ -112,6 +200,7 @@ static void cpu_describe(void *ctx, char *buf, size_t n)
 static void cpu_destroy(void *ctx)
 {
   cpu_release_pool(ctx);
+  cache_clear();
 }
 
 static const pn_device_iface cpu_iface = {
@@ -139,6 +228,7 @@ static pn_status cpu_init(pn_plugin_ctx *ctx)
       {PN_OP_LOG_SOFTMAX, pni_cpu_log_softmax},
   };
   memset(&cpu_state, 0, sizeof cpu_state);
+  pni_cpu_kernels_init();
   /* The process-wide pool by default; set_threads replaces it with an own. */
   cpu_state.pool = pn_threadpool_global();
   openblas_set_num_threads(cpu_threads(&cpu_state));
@@ -151,6 +241,7 @@ static pn_status cpu_init(pn_plugin_ctx *ctx)
 static void cpu_fini(void)
 {
   cpu_release_pool(&cpu_state);
+  cache_clear();
 }
 
 PN_PLUGIN_DEFINE("cpu", "0.1.0", cpu_init, cpu_fini);

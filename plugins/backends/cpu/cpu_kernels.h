@@ -11,6 +11,9 @@ typedef struct pni_cpu_ctx {
   int own_pool;        /* pool was created by set_threads (else it is the global one) */
 } pni_cpu_ctx;
 
+/* Reads the cache sizes the kernels tune themselves to; once, from init. */
+void pni_cpu_kernels_init(void);
+
 /* Runs fn over [0, n) on the pool, or inline when n is below two grains, so
  * that small ops never pay for waking workers. */
 void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn,
