@@ -321,7 +321,8 @@ static pn_status resolve_library(const pni_ydoc *d, const pni_ynode *n, pni_mani
   const char *ldir = dirname(lib_copy); /* "." for a bare file name */
   base = basename(lib_copy2);
   char *dir = NULL;
-  if (asprintf(&dir, "%s%s%s", mdir, lib[0] == '/' || !mdir[0] ? "" : "/", ldir) < 0) {
+  int here = strcmp(ldir, ".") == 0;
+  if (asprintf(&dir, "%s%s%s", mdir, lib[0] == '/' || here ? "" : "/", here ? "" : ldir) < 0) {
     s = nomem(d);
     goto out;
   }

@@ -20,6 +20,8 @@
 
 #define TOL 1e-5
 #define BIG (1 << 17) /* above every threading threshold of the cpu backend */
+/* Outputs of 32 MiB and more are written with non-temporal stores. */
+#define HUGE ((9 << 20) + 5)
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef struct shape {
@@ -376,6 +378,29 @@ static void test_binary(void **state) {
     }
 }
 
+/* Outputs too large for the caches take the streaming-store path. */
+static void test_huge_outputs(void **state) {
+  (void)state;
+  static const shape flat = {1, {HUGE}}, one = {1, {1}};
+  static const shape rows = {2, {(HUGE + 1000) / 1001, 1001}}, row = {1, {1001}};
+  pair a = pair_random(&flat, -3.0f, 3.0f), b = pair_random(&flat, -3.0f, 3.0f);
+  pair s = pair_random(&one, -3.0f, 3.0f);
+  expect_close(pn_add(a.cpu, b.cpu), pn_add(a.ref, b.ref), TOL, "huge add");
+  expect_close(pn_mul(a.cpu, s.cpu), pn_mul(a.ref, s.ref), TOL, "huge mul by scalar");
+  expect_close(pn_sub(s.cpu, a.cpu), pn_sub(s.ref, a.ref), TOL, "huge scalar minus");
+  expect_close(pn_exp(a.cpu), pn_exp(a.ref), TOL, "huge exp");
+  expect_exact(pn_unary(PN_UNARY_STEP, a.cpu), pn_unary(PN_UNARY_STEP, a.ref), "huge step");
+  expect_exact(pn_full(cpu_dev(), PN_F32, 1, flat.d, 0.25),
+               pn_full(ref_dev(), PN_F32, 1, flat.d, 0.25), "huge fill");
+  pair_free(a);
+  pair_free(b);
+  pair_free(s);
+  pair m = pair_random(&rows, -3.0f, 3.0f), r = pair_random(&row, -3.0f, 3.0f);
+  expect_close(pn_add(m.cpu, r.cpu), pn_add(m.ref, r.ref), TOL, "huge row broadcast");
+  pair_free(m);
+  pair_free(r);
+}
+
 /* ------------------------------------------------------------ matmul */
 
 static void test_matmul(void **state) {
@@ -495,7 +520,8 @@ int main(void) {
       cmocka_unit_test(test_random_thread_count),
       cmocka_unit_test(test_copy_strided),  cmocka_unit_test(test_cast),
       cmocka_unit_test(test_unary),         cmocka_unit_test(test_unary_specials),
-      cmocka_unit_test(test_binary),        cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_binary),        cmocka_unit_test(test_huge_outputs),
+      cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_matmul_views),  cmocka_unit_test(test_reduce),
       cmocka_unit_test(test_softmax),
   };

@@ -52,13 +52,11 @@ int pn_cmd_backends(int argc, char **argv) {
     return 2;
   }
   if (pn_registry_scan() != PN_OK) return pn_cli_fail(NULL);
-  printf("%-12s %-10s %s\n", "DEVICE", "BACKEND", "STATUS");
   for (int i = 0; i < pn_registry_feature_count(); i++) {
     const pn_feature_info *f = pn_registry_feature_at(i);
-    if (f && f->kind && strcmp(f->kind, "backend") == 0) {
-      list_backend(f);
-      found++;
-    }
+    if (!f || !f->kind || strcmp(f->kind, "backend") != 0) continue;
+    if (found++ == 0) printf("%-12s %-10s %s\n", "DEVICE", "BACKEND", "STATUS");
+    list_backend(f);
   }
   if (!found) {
     fprintf(stderr, "plugnet: no backend plugins found (searched %s)\n", pn_registry_search_path());

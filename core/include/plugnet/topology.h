@@ -21,8 +21,9 @@ typedef struct pn_topology_info {
 } pn_topology_info;
 
 pn_status pn_topology_get(pn_topology_info *info);
-/* Binds the calling thread to physical core `index` (of those usable) and its
- * memory to that core's NUMA node. */
+/* Binds the calling thread to physical core `index` (of those usable; indexes
+ * at or above the core count wrap round) and its memory to that core's NUMA
+ * node. */
 pn_status pn_topology_bind_thread(int index);
 /* The cpuset of core `index` as a list string, e.g. "0" or "2,66". */
 const char *pn_topology_core_cpus(int index, char *buf, size_t n);

@@ -145,17 +145,25 @@ static void cpu_release_pool(pni_cpu_ctx *c)
   c->own_pool = 0;
 }
 
-/* n <= 0: one per physical core. The old pool goes only once the new one
- * exists, so a failure leaves the device as it was. */
+/* n <= 0: back to the process-wide pool (one worker per physical core,
+ * or PLUGNET_THREADS). Otherwise an own pool of n, placed as the topology
+ * says; the old pool goes only once the new one exists, so a failure leaves
+ * the device as it was. Not to be called while ops run on the device. */
 static pn_status cpu_set_threads(void *ctx, int n)
 {
   pni_cpu_ctx *c = ctx;
   pn_threadpool *pool = NULL;
-  pn_status st = pn_threadpool_create(n, 1, &pool);
-  if (st != PN_OK) return pn_error_prefix(st, "cpu: set_threads(%d): ", n);
+  if (n <= 0) {
+    pool = pn_threadpool_global();
+  } else {
+    pn_topology_info info;
+    int bind = pn_topology_get(&info) == PN_OK && info.bound;
+    pn_status st = pn_threadpool_create(n, bind, &pool);
+    if (st != PN_OK) return pn_error_prefix(st, "cpu: set_threads(%d): ", n);
+  }
   cpu_release_pool(c);
   c->pool = pool;
-  c->own_pool = 1;
+  c->own_pool = n > 0;
   openblas_set_num_threads(pn_threadpool_size(pool));
   return PN_OK;
 }
@@ -172,15 +180,18 @@ static void split_blas_config(char *version, size_t vn, const char **rest)
   *rest = sp ? sp + 1 : "";
 }
 
+/* The pool pins workers 1..n-1 to cores 1..n-1; worker 0 is the calling
+ * thread, left unpinned so that threads it starts later are not confined. */
 static void describe_cores(char *buf, size_t n, int threads)
 {
   size_t used = strlen(buf);
-  for (int i = 0; i < threads && used + 1 < n; i++) {
+  for (int i = 1; i < threads && used + 1 < n; i++) {
     char cpus[64];
     if (!pn_topology_core_cpus(i, cpus, sizeof cpus)) break;
-    snprintf(buf + used, n - used, "%s%s", i ? " " : "", cpus);
+    snprintf(buf + used, n - used, "%s%s", i > 1 ? " " : "", cpus);
     used = strlen(buf);
   }
+  if (used + 1 < n) snprintf(buf + used, n - used, " (worker 0 is the caller, unpinned)");
 }
 
 static void cpu_describe(void *ctx, char *buf, size_t n)
@@ -191,9 +202,9 @@ static void cpu_describe(void *ctx, char *buf, size_t n)
   const char *rest;
   split_blas_config(version, sizeof version, &rest);
   pn_topology_info info;
-  int bound = pn_topology_get(&info) == PN_OK && info.bound;
-  snprintf(buf, n, "%s (%s), %d thread%s %s", version, rest, threads, threads == 1 ? "" : "s",
-           bound ? "bound to cores " : "not bound to cores");
+  int bound = threads > 1 && pn_topology_get(&info) == PN_OK && info.bound;
+  snprintf(buf, n, "%s (%s), %d thread%s%s", version, rest, threads, threads == 1 ? "" : "s",
+           bound ? " bound to cores " : threads > 1 ? ", not bound to cores" : "");
   if (bound) describe_cores(buf, n, threads);
 }
 

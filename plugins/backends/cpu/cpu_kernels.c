@@ -2,8 +2,8 @@
  * vectorises them (independent lanes, no calls, restrict pointers) and are
  * cloned for AVX-512, AVX2 and baseline x86-64; the loader's ifunc picks the
  * clone once, so one binary runs on every machine at full width. Work is
- * split over the pool only above a size threshold: a 1-element op must cost
- * no more than a function call. */
+ * split over the pool only above a size threshold, so that small ops pay
+ * nothing for threading (a 1-element op goes straight to its loop). */
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -820,17 +820,26 @@ HOT static void column_sum(double *restrict acc, const float *restrict src, int6
     for (int64_t j = 0; j < w; j++) acc[j] += src[l * stride + j];
 }
 
-HOT static void column_best(float *restrict acc, const float *restrict src, int64_t len,
-                            int64_t stride, int64_t w, int is_max)
+HOT static void column_max(float *restrict acc, const float *restrict src, int64_t len,
+                           int64_t stride, int64_t w)
 {
   for (int64_t j = 0; j < w; j++) acc[j] = src[j];
-  if (is_max) {
-    for (int64_t l = 1; l < len; l++)
-      for (int64_t j = 0; j < w; j++) acc[j] = src[l * stride + j] > acc[j] ? src[l * stride + j] : acc[j];
-  } else {
-    for (int64_t l = 1; l < len; l++)
-      for (int64_t j = 0; j < w; j++) acc[j] = src[l * stride + j] < acc[j] ? src[l * stride + j] : acc[j];
-  }
+  for (int64_t l = 1; l < len; l++)
+    for (int64_t j = 0; j < w; j++) {
+      float v = src[l * stride + j];
+      acc[j] = v > acc[j] ? v : acc[j];
+    }
+}
+
+HOT static void column_min(float *restrict acc, const float *restrict src, int64_t len,
+                           int64_t stride, int64_t w)
+{
+  for (int64_t j = 0; j < w; j++) acc[j] = src[j];
+  for (int64_t l = 1; l < len; l++)
+    for (int64_t j = 0; j < w; j++) {
+      float v = src[l * stride + j];
+      acc[j] = v < acc[j] ? v : acc[j];
+    }
 }
 
 /* Items are (outer, chunk of COL_CHUNK columns) pairs. */
@@ -847,7 +856,8 @@ static void reduce_columns(void *arg, int64_t b, int64_t e, int worker)
     const float *src = s->src + o * s->len * s->inner + j0;
     float *dst = s->dst + o * s->inner + j0;
     if (s->kind == PN_REDUCE_MAX || s->kind == PN_REDUCE_MIN) {
-      column_best(facc, src, s->len, s->inner, w, s->kind == PN_REDUCE_MAX);
+      if (s->kind == PN_REDUCE_MAX) column_max(facc, src, s->len, s->inner, w);
+      else column_min(facc, src, s->len, s->inner, w);
       for (int64_t j = 0; j < w; j++) dst[j] = facc[j];
     } else {
       column_sum(dacc, src, s->len, s->inner, w);
