@@ -11,8 +11,9 @@
  *   bench/bench_cpu [threads]    (default 2; sets PLUGNET_THREADS)
  *
  * Each figure is the best of several repetitions, which is what the
- * hardware can do; the first repetition of each also warms caches and
- * page tables. */
+ * hardware can do. Ours and the peer run back to back in every repetition,
+ * and the ratio is given twice: of the best figures, and the median of the
+ * per-repetition ratios, which is what to trust on a shared, noisy machine. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <plugnet/plugnet.h>
 
 #define REPS 7
+#define MAX_REPS 64
 
 static double now_s(void)
 {
@@ -44,10 +46,37 @@ static pn_tensor *check(pn_tensor *t, const char *what)
   return t;
 }
 
-static void row(const char *what, double ours, double peer, const char *unit, const char *peer_name)
+static int cmp_double(const void *a, const void *b)
 {
-  printf("  %-34s %10.2f %-7s  %-22s %10.2f %-7s  ratio %5.1f %%\n", what, ours, unit, peer_name,
-         peer, unit, 100.0 * ours / peer);
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of peer_time[i] / our_time[i]: our speed relative to the peer. */
+static double median_ratio(const double *ours, const double *peer, int n)
+{
+  double r[MAX_REPS];
+  for (int i = 0; i < n; i++) r[i] = peer[i] / ours[i];
+  qsort(r, (size_t)n, sizeof r[0], cmp_double);
+  return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
+}
+
+static double best(const double *t, int n)
+{
+  double b = t[0];
+  for (int i = 1; i < n; i++) b = fmin(b, t[i]);
+  return b;
+}
+
+/* work: bytes or flops per run, so that figure = work / time. */
+static void row(const char *what, const char *unit, double work, const double *ours,
+                double peer_work, const double *peer, const char *peer_name, int n)
+{
+  double o = work / best(ours, n), p = peer_work / best(peer, n);
+  double med[MAX_REPS];
+  for (int i = 0; i < n; i++) med[i] = ours[i] / work * peer_work;
+  printf("  %-30s %8.2f %-7s  %-22s %8.2f %-7s  ratio %5.1f %% (median %5.1f %%)\n", what, o,
+         unit, peer_name, p, unit, 100.0 * o / p, 100.0 * median_ratio(med, peer, n));
 }
 
 /* ------------------------------------------------------------ matmul */
@@ -61,7 +90,7 @@ static void bench_matmul(pn_device *cpu, int64_t n)
   if (!c) die("out of memory");
   double flops = 2.0 * (double)n * (double)n * (double)n;
   int inner = n <= 512 ? 20 : 1;
-  double best_ours = INFINITY, best_blas = INFINITY;
+  double ours[REPS], blas[REPS];
   for (int r = 0; r < REPS; r++) {
     double t0 = now_s();
     for (int i = 0; i < inner; i++) pn_tensor_unref(check(pn_matmul(a, b, 0, 0), "matmul"));
@@ -71,12 +100,12 @@ static void bench_matmul(pn_device *cpu, int64_t n)
                   1.0f, pn_tensor_data(a), (blasint)n, pn_tensor_data(b), (blasint)n, 0.0f, c,
                   (blasint)n);
     double t2 = now_s();
-    if ((t1 - t0) / inner < best_ours) best_ours = (t1 - t0) / inner;
-    if ((t2 - t1) / inner < best_blas) best_blas = (t2 - t1) / inner;
+    ours[r] = (t1 - t0) / inner;
+    blas[r] = (t2 - t1) / inner;
   }
   char what[64];
   snprintf(what, sizeof what, "pn_matmul %lld^3", (long long)n);
-  row(what, flops / best_ours * 1e-9, flops / best_blas * 1e-9, "GFLOP/s", "cblas_sgemm direct");
+  row(what, "GFLOP/s", flops * 1e-9, ours, flops * 1e-9, blas, "cblas_sgemm direct", REPS);
   free(c);
   pn_tensor_unref(a);
   pn_tensor_unref(b);
@@ -122,10 +151,11 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool)
   if (!dst) die("out of memory");
   memset(dst, 1, bytes);
   copy_job job = {dst, pn_tensor_data(a)};
-  double t_add = INFINITY, t_new = INFINITY, t_cpy = INFINITY, t_cpy1 = INFINITY;
+  enum { R = 4 * REPS };
+  double t_add[R], t_new[R], t_cpy[R], t_cpy1[R];
   /* Memory bandwidth on a shared machine swings from run to run: many
    * interleaved repetitions, so both sides see the same good moments. */
-  for (int r = 0; r < 4 * REPS; r++) {
+  for (int r = 0; r < R; r++) {
     double t0 = now_s();
     if (add_into(a, b, o) != PN_OK) die("add");
     double t1 = now_s();
@@ -135,17 +165,17 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool)
     double t3 = now_s();
     memcpy(dst, pn_tensor_data(a), bytes);
     double t4 = now_s();
-    t_add = fmin(t_add, t1 - t0);
-    t_new = fmin(t_new, t2 - t1);
-    t_cpy = fmin(t_cpy, t3 - t2);
-    t_cpy1 = fmin(t_cpy1, t4 - t3);
+    t_add[r] = t1 - t0;
+    t_new[r] = t2 - t1;
+    t_cpy[r] = t3 - t2;
+    t_cpy1[r] = t4 - t3;
   }
-  double add_bytes = 3.0 * (double)bytes, cpy_bytes = 2.0 * (double)bytes;
-  row("add 10M, preallocated out", add_bytes / t_add * 1e-9, cpy_bytes / t_cpy * 1e-9, "GB/s",
-      "memcpy, same threads");
-  row("pn_add 10M (allocates out)", add_bytes / t_new * 1e-9, cpy_bytes / t_cpy * 1e-9, "GB/s",
-      "memcpy, same threads");
-  printf("  (memcpy on one thread: %.2f GB/s)\n", cpy_bytes / t_cpy1 * 1e-9);
+  double add_gb = 3e-9 * (double)bytes, cpy_gb = 2e-9 * (double)bytes;
+  row("add 10M, preallocated out", "GB/s", add_gb, t_add, cpy_gb, t_cpy, "memcpy, same threads",
+      R);
+  row("pn_add 10M (allocates out)", "GB/s", add_gb, t_new, cpy_gb, t_cpy, "memcpy, same threads",
+      R);
+  printf("  (memcpy on one thread: %.2f GB/s)\n", cpy_gb / best(t_cpy1, R));
   free(dst);
   pn_tensor_unref(a);
   pn_tensor_unref(b);
@@ -188,9 +218,9 @@ static void bench_dispatch(pn_device *cpu)
   pn_tensor *c = check(pn_add(a, b), "pn_add");
   if (pn_tensor_get_f32(c, 0) != 3.0f) die("1 + 2 != 3");
   pn_tensor_unref(c);
-  printf("  %-34s %10.1f ns       %-22s %10.1f ns       (target <= 1000 ns)\n",
+  printf("  %-30s %8.1f ns       %-22s %8.1f ns       (target <= 1000 ns)\n",
          "pn_add, 1 element, new result", t_op * 1e9, "direct call", t_call * 1e9);
-  printf("  %-34s %10s          %-22s %10.1f ns\n", "", "", "malloc + call + free",
+  printf("  %-30s %8s          %-22s %8.1f ns\n", "", "", "malloc + call + free",
          t_malloc * 1e9);
   pn_tensor_unref(a);
   pn_tensor_unref(b);

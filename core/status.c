@@ -9,10 +9,13 @@
 static _Thread_local char last_msg[PN_MSG_MAX];
 
 pn_status pn_error(pn_status code, const char *fmt, ...) {
+  /* Format aside first: an argument may be pn_last_error() itself. */
+  char msg[PN_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(last_msg, sizeof last_msg, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  memcpy(last_msg, msg, sizeof msg);
   return code;
 }
 
