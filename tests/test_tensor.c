@@ -188,6 +188,30 @@ static void test_random_streams(void **state) {
   pn_tensor_unref(a), pn_tensor_unref(b), pn_tensor_unref(c);
 }
 
+/* Float to integer casts saturate and send NaN to 0 on every backend, where
+ * plain C conversion would be undefined. */
+static void test_saturating_casts(void **state) {
+  (void)state;
+  float v[12] = {-1e10f, -300.0f, -1.7f, -0.5f, 0.5f, 1.7f, 254.9f, 300.0f, 1e10f, NAN,
+                 INFINITY, -INFINITY};
+  uint8_t want_u8[12] = {0, 0, 0, 0, 0, 1, 254, 255, 255, 0, 255, 0};
+  int32_t want_i32[12] = {INT32_MIN, -300, -1, 0, 0, 1, 254, 300, INT32_MAX, 0, INT32_MAX,
+                          INT32_MIN};
+  int64_t s[1] = {12};
+  const char *devices[2] = {"reference", "cpu"};
+  for (int d = 0; d < 2; d++) {
+    pn_tensor *x = tu_check(pn_tensor_from_host(tu_device(devices[d]), PN_F32, 1, s, v), "x");
+    pn_tensor *u = tu_check(pn_cast(x, PN_U8), "to u8"), *i = tu_check(pn_cast(x, PN_I32), "to i32");
+    uint8_t got_u8[12];
+    int32_t got_i32[12];
+    assert_int_equal(pn_tensor_read(u, got_u8, sizeof got_u8), PN_OK);
+    assert_int_equal(pn_tensor_read(i, got_i32, sizeof got_i32), PN_OK);
+    assert_memory_equal(got_u8, want_u8, sizeof want_u8);
+    assert_memory_equal(got_i32, want_i32, sizeof want_i32);
+    pn_tensor_unref(x), pn_tensor_unref(u), pn_tensor_unref(i);
+  }
+}
+
 static void test_error_messages(void **state) {
   (void)state;
   pn_device *d = tu_device("reference");
@@ -219,6 +243,7 @@ int main(void) {
       cmocka_unit_test(test_device_mismatch_is_an_error),
       cmocka_unit_test(test_hooks),
       cmocka_unit_test(test_random_streams),
+      cmocka_unit_test(test_saturating_casts),
       cmocka_unit_test(test_error_messages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -99,6 +99,16 @@ typedef struct pn_op_args {
  * fallback to another backend. */
 typedef pn_status (*pn_kernel_fn)(void *device_ctx, const pn_op_args *a);
 
+/* Float to integer conversion as PN_OP_COPY defines it on every backend:
+ * truncation toward zero, saturating at the destination's range, NaN to 0.
+ * (C leaves out-of-range conversions undefined; integer narrowing wraps.) */
+static inline int64_t pn_float_to_int(float v, int64_t lo, int64_t hi) {
+  if (v != v) return 0;
+  if (v <= (float)lo) return lo;
+  if (v >= (float)hi) return hi;
+  return (int64_t)v;
+}
+
 /* Registers an op name (idempotent) and returns its id, or -1 on error. */
 int pn_op_register(const char *name);
 int pn_op_lookup(const char *name);

@@ -41,7 +41,13 @@ void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_paralle
 
 /* Outputs at least this large are written around the caches (non-temporal
  * stores): they could not stay cached anyway, and skipping the read for
- * ownership of every output line saves a quarter of an add's traffic. */
+ * ownership of every output line saves a quarter of an add's traffic.
+ * movntps is SSE2, part of every x86-64; elsewhere outputs are not streamed. */
+#if defined(__SSE2__)
+#define HAVE_STREAM 1
+#else
+#define HAVE_STREAM 0
+#endif
 static int64_t stream_min_bytes = 8 << 20;
 enum { STREAM_BLOCK = 1024 }; /* floats computed in L1 before streaming out */
 
@@ -55,26 +61,42 @@ void pni_cpu_kernels_init(void)
 
 static int stream_output(int64_t n_floats)
 {
-  return n_floats * (int64_t)sizeof(float) >= stream_min_bytes;
+  return HAVE_STREAM && n_floats * (int64_t)sizeof(float) >= stream_min_bytes;
+}
+
+/* Elements to write normally before dst is 16-byte aligned for movntps. */
+static int64_t stream_head(const float *dst, int64_t n)
+{
+  int64_t h = (int64_t)((16 - ((uintptr_t)dst & 15)) & 15) / (int64_t)sizeof(float);
+  return h < n ? h : n;
 }
 
 static void stream_copy(float *restrict dst, const float *restrict src, int64_t n)
 {
-#if defined(__SSE2__)
-  int64_t i = 0;
-  for (; i < n && ((uintptr_t)(dst + i) & 15) != 0; i++) dst[i] = src[i];
+  int64_t i = stream_head(dst, n);
+  memcpy(dst, src, (size_t)i * sizeof *dst);
+#if HAVE_STREAM
   for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-  for (; i < n; i++) dst[i] = src[i];
-#else
-  memcpy(dst, src, (size_t)n * sizeof *dst);
 #endif
+  for (; i < n; i++) dst[i] = src[i];
+}
+
+static void stream_fill(float *dst, float v, int64_t n)
+{
+  int64_t i = 0;
+  for (; i < stream_head(dst, n); i++) dst[i] = v;
+#if HAVE_STREAM
+  const __m128 vv = _mm_set1_ps(v);
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, vv);
+#endif
+  for (; i < n; i++) dst[i] = v;
 }
 
 /* Non-temporal stores are weakly ordered: fence them before the pool
  * reports the slice done, or another thread could read stale data. */
 static void stream_fence(void)
 {
-#if defined(__SSE2__)
+#if HAVE_STREAM
   _mm_sfence();
 #endif
 }
@@ -180,13 +202,6 @@ typedef struct fill_job {
   int stream;
 } fill_job;
 
-static void fill_f32_streamed(float *p, float v, int64_t n)
-{
-  _Alignas(64) float buf[STREAM_BLOCK];
-  fill_f32(buf, v, STREAM_BLOCK);
-  for (int64_t k = 0; k < n; k += STREAM_BLOCK) stream_copy(p + k, buf, min64(STREAM_BLOCK, n - k));
-  stream_fence();
-}
 
 static void fill_range(void *arg, int64_t b, int64_t e, int worker)
 {
@@ -194,8 +209,12 @@ static void fill_range(void *arg, int64_t b, int64_t e, int worker)
   const fill_job *j = arg;
   switch (j->dt) {
   case PN_F32:
-    if (j->stream) fill_f32_streamed((float *)j->p + b, (float)j->v, e - b);
-    else fill_f32((float *)j->p + b, (float)j->v, e - b);
+    if (!j->stream) {
+      fill_f32((float *)j->p + b, (float)j->v, e - b);
+      break;
+    }
+    stream_fill((float *)j->p + b, (float)j->v, e - b);
+    stream_fence();
     break;
   case PN_I32: fill_i32((int32_t *)j->p + b, (int32_t)j->v, e - b); break;
   case PN_I64: fill_i64((int64_t *)j->p + b, (int64_t)j->v, e - b); break;
@@ -316,24 +335,29 @@ static void walk_range(const walk *w, int64_t b, int64_t e, segment_fn seg, void
 typedef void (*cast_kernel)(void *restrict dst, const void *restrict src, int64_t stride,
                             int64_t n);
 
-/* One loop per (source, destination) dtype pair, each the plain C
- * conversion, exactly as the reference does it. */
-#define CAST_KERNEL(name, ST, DT)                                                      \
+/* One loop per (source, destination) dtype pair, each converting exactly as
+ * the reference does: plain C conversion, except float to integer, which
+ * saturates (pn_float_to_int) where C would be undefined. */
+#define CAST_LOOP(name, ST, DT, CONV)                                                  \
   HOT static void name(void *restrict dst, const void *restrict src, int64_t stride, \
                        int64_t n)                                                    \
   {                                                                                  \
     DT *restrict d = dst;                                                            \
     const ST *restrict s = src;                                                      \
     if (stride == 1)                                                                 \
-      for (int64_t i = 0; i < n; i++) d[i] = (DT)s[i];                               \
+      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i]);                             \
     else                                                                             \
-      for (int64_t i = 0; i < n; i++) d[i] = (DT)s[i * stride];                      \
+      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i * stride]);                    \
   }
+#define CAST_KERNEL(name, ST, DT) CAST_LOOP(name, ST, DT, (DT))
+#define TO_I32(v) (int32_t)pn_float_to_int((v), INT32_MIN, INT32_MAX)
+#define TO_I64(v) pn_float_to_int((v), INT64_MIN, INT64_MAX)
+#define TO_U8(v) (uint8_t)pn_float_to_int((v), 0, 255)
 
 CAST_KERNEL(cast_f32_f32, float, float)
-CAST_KERNEL(cast_f32_i32, float, int32_t)
-CAST_KERNEL(cast_f32_i64, float, int64_t)
-CAST_KERNEL(cast_f32_u8, float, uint8_t)
+CAST_LOOP(cast_f32_i32, float, int32_t, TO_I32)
+CAST_LOOP(cast_f32_i64, float, int64_t, TO_I64)
+CAST_LOOP(cast_f32_u8, float, uint8_t, TO_U8)
 CAST_KERNEL(cast_i32_f32, int32_t, float)
 CAST_KERNEL(cast_i32_i32, int32_t, int32_t)
 CAST_KERNEL(cast_i32_i64, int32_t, int64_t)
@@ -558,6 +582,47 @@ BINARY_KERNELS(bin_gt, x > y ? 1.0f : 0.0f)
 
 enum { VV = 0, VS, SV };
 
+/* The same kinds with non-temporal stores, for outputs that do not fit the
+ * caches. Computing straight into movntps matters: going through an L1
+ * buffer costs a fifth of the bandwidth. n is a multiple of 4 and o is
+ * 16-byte aligned; a_runs says whether a advances (else it is one value). */
+typedef void (*binary_stream_kernel)(float *o, const float *a, const float *b, int64_t n,
+                                     int a_runs, int b_runs);
+
+#if HAVE_STREAM
+#define BINARY_STREAM(name, vexpr)                                                     \
+  static void name##_stream(float *o, const float *a, const float *b, int64_t n,       \
+                            int a_runs, int b_runs)                                    \
+  {                                                                                    \
+    const __m128 one = _mm_set1_ps(1.0f), a0 = _mm_set1_ps(a[0]), b0 = _mm_set1_ps(b[0]); \
+    (void)one;                                                                         \
+    for (int64_t i = 0; i + 4 <= n; i += 4) {                                          \
+      __m128 x = a_runs ? _mm_loadu_ps(a + i) : a0;                                    \
+      __m128 y = b_runs ? _mm_loadu_ps(b + i) : b0;                                    \
+      _mm_stream_ps(o + i, (vexpr));                                                   \
+    }                                                                                  \
+  }
+/* maxps and minps return the second operand when the comparison fails,
+ * exactly as x > y ? x : y and x < y ? x : y do. */
+BINARY_STREAM(bin_add, _mm_add_ps(x, y))
+BINARY_STREAM(bin_sub, _mm_sub_ps(x, y))
+BINARY_STREAM(bin_mul, _mm_mul_ps(x, y))
+BINARY_STREAM(bin_div, _mm_div_ps(x, y))
+BINARY_STREAM(bin_max, _mm_max_ps(x, y))
+BINARY_STREAM(bin_min, _mm_min_ps(x, y))
+BINARY_STREAM(bin_eq, _mm_and_ps(_mm_cmpeq_ps(x, y), one))
+BINARY_STREAM(bin_gt, _mm_and_ps(_mm_cmpgt_ps(x, y), one))
+
+static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT] = {
+    [PN_BINARY_ADD] = bin_add_stream, [PN_BINARY_SUB] = bin_sub_stream,
+    [PN_BINARY_MUL] = bin_mul_stream, [PN_BINARY_DIV] = bin_div_stream,
+    [PN_BINARY_MAX] = bin_max_stream, [PN_BINARY_MIN] = bin_min_stream,
+    [PN_BINARY_EQ] = bin_eq_stream,   [PN_BINARY_GT] = bin_gt_stream,
+};
+#else
+static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT];
+#endif
+
 #define BINARY_ROW(name) {name##_vv, name##_vs, name##_sv}
 static const binary_kernel binary_table[PN_BINARY_COUNT][3] = {
     [PN_BINARY_ADD] = BINARY_ROW(bin_add), [PN_BINARY_SUB] = BINARY_ROW(bin_sub),
@@ -569,6 +634,7 @@ static const binary_kernel binary_table[PN_BINARY_COUNT][3] = {
 typedef struct binary_job {
   walk w;
   const binary_kernel *kern; /* the kind's row of binary_table */
+  binary_stream_kernel stream_kern;
   float *o;
   const float *a, *b;
   int stream;
@@ -578,6 +644,7 @@ typedef struct binary_job {
 static void binary_run(const binary_kernel *kern, float *o, const float *a, const float *b,
                        int64_t n, int a_runs, int b_runs)
 {
+  if (n <= 0) return;
   if (a_runs && b_runs) kern[VV](o, a, b, n);
   else if (a_runs) kern[VS](o, a, b, n);
   else if (b_runs) kern[SV](o, a, b, n);
@@ -598,12 +665,12 @@ static void binary_segment(void *ctx, int64_t out_off, const int64_t *in_off, in
     binary_run(j->kern, o, a, b, n, a_runs, b_runs);
     return;
   }
-  _Alignas(64) float buf[STREAM_BLOCK];
-  for (int64_t k = 0; k < n; k += STREAM_BLOCK) {
-    int64_t len = min64(STREAM_BLOCK, n - k);
-    binary_run(j->kern, buf, a + (a_runs ? k : 0), b + (b_runs ? k : 0), len, a_runs, b_runs);
-    stream_copy(o + k, buf, len);
-  }
+  int64_t head = stream_head(o, n), body = (n - head) / 4 * 4, tail = head + body;
+  binary_run(j->kern, o, a, b, head, a_runs, b_runs);
+  j->stream_kern(o + head, a + (a_runs ? head : 0), b + (b_runs ? head : 0), body, a_runs,
+                 b_runs);
+  binary_run(j->kern, o + tail, a + (a_runs ? tail : 0), b + (b_runs ? tail : 0), n - tail,
+             a_runs, b_runs);
 }
 
 static void binary_range(void *arg, int64_t b, int64_t e, int worker)
@@ -653,7 +720,7 @@ pn_status pni_cpu_binary(void *dctx, const pn_op_args *a)
     return PN_OK;
   }
   binary_job j = {.kern = binary_table[kind], .o = op, .a = xp, .b = yp,
-                  .stream = stream_output(n)};
+                  .stream_kern = binary_stream_table[kind], .stream = stream_output(n)};
   j.w.ndim = o->ndim;
   j.w.n_in = 2;
   for (int d = 0; d < o->ndim; d++) j.w.shape[d] = o->shape[d];

@@ -156,9 +156,12 @@ static void store(pn_dtype dt, void *p, int64_t off, scalar s)
 {
   switch (dt) {
   case PN_F32: ((float *)p)[off] = s.is_float ? s.f : (float)s.i; break;
-  case PN_I32: ((int32_t *)p)[off] = s.is_float ? (int32_t)s.f : (int32_t)s.i; break;
-  case PN_I64: ((int64_t *)p)[off] = s.is_float ? (int64_t)s.f : s.i; break;
-  case PN_U8: ((uint8_t *)p)[off] = s.is_float ? (uint8_t)s.f : (uint8_t)s.i; break;
+  case PN_I32:
+    ((int32_t *)p)[off] = s.is_float ? (int32_t)pn_float_to_int(s.f, INT32_MIN, INT32_MAX)
+                                     : (int32_t)s.i;
+    break;
+  case PN_I64: ((int64_t *)p)[off] = s.is_float ? pn_float_to_int(s.f, INT64_MIN, INT64_MAX) : s.i; break;
+  case PN_U8: ((uint8_t *)p)[off] = s.is_float ? (uint8_t)pn_float_to_int(s.f, 0, 255) : (uint8_t)s.i; break;
   default: break;
   }
 }
