@@ -24,45 +24,39 @@
 
 #include <plugnet/plugnet.h>
 
-#define REPS 7
+#define REPS     7
 #define MAX_REPS 64
 
-static double now_s(void)
-{
+static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void die(const char *what)
-{
+static void die(const char *what) {
   fprintf(stderr, "bench_cpu: %s: %s\n", what, pn_last_error());
   exit(1);
 }
 
-static pn_tensor *check(pn_tensor *t, const char *what)
-{
+static pn_tensor *check(pn_tensor *t, const char *what) {
   if (!t) die(what);
   return t;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
+static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
 
 /* Median of peer_time[i] / our_time[i]: our speed relative to the peer. */
-static double median_ratio(const double *ours, const double *peer, int n)
-{
+static double median_ratio(const double *ours, const double *peer, int n) {
   double r[MAX_REPS];
   for (int i = 0; i < n; i++) r[i] = peer[i] / ours[i];
   qsort(r, (size_t)n, sizeof r[0], cmp_double);
   return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
 }
 
-static double best(const double *t, int n)
-{
+static double best(const double *t, int n) {
   double b = t[0];
   for (int i = 1; i < n; i++) b = fmin(b, t[i]);
   return b;
@@ -70,19 +64,17 @@ static double best(const double *t, int n)
 
 /* work: bytes or flops per run, so that figure = work / time. */
 static void row(const char *what, const char *unit, double work, const double *ours,
-                double peer_work, const double *peer, const char *peer_name, int n)
-{
+                double peer_work, const double *peer, const char *peer_name, int n) {
   double o = work / best(ours, n), p = peer_work / best(peer, n);
   double med[MAX_REPS];
   for (int i = 0; i < n; i++) med[i] = ours[i] / work * peer_work;
-  printf("  %-30s %8.2f %-7s  %-22s %8.2f %-7s  ratio %5.1f %% (median %5.1f %%)\n", what, o,
-         unit, peer_name, p, unit, 100.0 * o / p, 100.0 * median_ratio(med, peer, n));
+  printf("  %-30s %8.2f %-7s  %-22s %8.2f %-7s  ratio %5.1f %% (median %5.1f %%)\n", what, o, unit,
+         peer_name, p, unit, 100.0 * o / p, 100.0 * median_ratio(med, peer, n));
 }
 
 /* ------------------------------------------------------------ matmul */
 
-static void bench_matmul(pn_device *cpu, int64_t n)
-{
+static void bench_matmul(pn_device *cpu, int64_t n) {
   int64_t shape[2] = {n, n};
   pn_tensor *a = check(pn_rand_uniform(cpu, 2, shape, -1, 1, 1, 0), "rand");
   pn_tensor *b = check(pn_rand_uniform(cpu, 2, shape, -1, 1, 2, 0), "rand");
@@ -118,8 +110,7 @@ typedef struct copy_job {
   const char *src;
 } copy_job;
 
-static void copy_slice(void *arg, int64_t b, int64_t e, int worker)
-{
+static void copy_slice(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const copy_job *j = arg;
   memcpy(j->dst + b, j->src + b, (size_t)(e - b));
@@ -127,8 +118,7 @@ static void copy_slice(void *arg, int64_t b, int64_t e, int worker)
 
 /* One elementwise op through the dispatcher into an output allocated once,
  * which is what the kernel costs; pn_add also pays for a fresh output. */
-static pn_status add_into(pn_tensor *a, pn_tensor *b, pn_tensor *out)
-{
+static pn_status add_into(pn_tensor *a, pn_tensor *b, pn_tensor *out) {
   pn_op_args args;
   memset(&args, 0, sizeof args);
   args.op = PN_OP_BINARY;
@@ -140,8 +130,7 @@ static pn_status add_into(pn_tensor *a, pn_tensor *b, pn_tensor *out)
   return pn_op_dispatch(&args);
 }
 
-static void bench_add(pn_device *cpu, pn_threadpool *pool)
-{
+static void bench_add(pn_device *cpu, pn_threadpool *pool) {
   int64_t n = 10 * 1000 * 1000, shape[1] = {n};
   size_t bytes = (size_t)n * sizeof(float);
   pn_tensor *a = check(pn_rand_uniform(cpu, 1, shape, -1, 1, 3, 0), "rand");
@@ -171,8 +160,7 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool)
     t_cpy1[r] = t4 - t3;
   }
   double add_gb = 3e-9 * (double)bytes, cpy_gb = 2e-9 * (double)bytes;
-  row("add 10M, preallocated out", "GB/s", add_gb, t_add, cpy_gb, t_cpy, "memcpy, same threads",
-      R);
+  row("add 10M, preallocated out", "GB/s", add_gb, t_add, cpy_gb, t_cpy, "memcpy, same threads", R);
   row("pn_add 10M (allocates out)", "GB/s", add_gb, t_new, cpy_gb, t_cpy, "memcpy, same threads",
       R);
   printf("  (memcpy on one thread: %.2f GB/s)\n", cpy_gb / best(t_cpy1, R));
@@ -184,14 +172,12 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool)
 
 /* ------------------------------------------------------------ dispatch */
 
-__attribute__((noinline)) static void add_one(float *o, const float *a, const float *b)
-{
+__attribute__((noinline)) static void add_one(float *o, const float *a, const float *b) {
   o[0] = a[0] + b[0];
   __asm__ __volatile__("" ::: "memory");
 }
 
-static void bench_dispatch(pn_device *cpu)
-{
+static void bench_dispatch(pn_device *cpu) {
   int64_t shape[1] = {1};
   float one = 1.0f, two = 2.0f;
   pn_tensor *a = check(pn_tensor_from_host(cpu, PN_F32, 1, shape, &one), "from_host");
@@ -220,14 +206,12 @@ static void bench_dispatch(pn_device *cpu)
   pn_tensor_unref(c);
   printf("  %-30s %8.1f ns       %-22s %8.1f ns       (target <= 1000 ns)\n",
          "pn_add, 1 element, new result", t_op * 1e9, "direct call", t_call * 1e9);
-  printf("  %-30s %8s          %-22s %8.1f ns\n", "", "", "malloc + call + free",
-         t_malloc * 1e9);
+  printf("  %-30s %8s          %-22s %8.1f ns\n", "", "", "malloc + call + free", t_malloc * 1e9);
   pn_tensor_unref(a);
   pn_tensor_unref(b);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
   /* Through the environment, so that the cpu backend and the memcpy peer
    * share the one process-wide pool (and OpenBLAS gets the same count). */
   setenv("PLUGNET_THREADS", argc > 1 ? argv[1] : "2", 1);

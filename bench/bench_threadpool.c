@@ -91,7 +91,8 @@ int main(void) {
 #endif
   for (size_t s = 0; s < N_SIZES; s++) {
     if (peer[s] > 0)
-      printf("%10lld %12.3f %12.3f %8.2f\n", (long long)sizes[s], mine[s], peer[s], mine[s] / peer[s]);
+      printf("%10lld %12.3f %12.3f %8.2f\n", (long long)sizes[s], mine[s], peer[s],
+             mine[s] / peer[s]);
     else
       printf("%10lld %12.3f %12s %8s\n", (long long)sizes[s], mine[s], "-", "-");
   }

@@ -254,7 +254,7 @@ pn_status pn_backward(pn_tensor *out, pn_tensor *gout) {
   if (!out) return pn_error(PN_ERR_INVALID, "pn_backward: no tensor");
   if (!needs_grad(out))
     return pn_error(PN_ERR_INVALID, "pn_backward: the tensor does not require a gradient "
-                    "(no input was marked with pn_tensor_set_requires_grad)");
+                                    "(no input was marked with pn_tensor_set_requires_grad)");
   int was = pn_set_grad_enabled(0);
   in_backward = 1;
   pn_tensor *seed = gout ? pn_tensor_ref(gout) : pn_ones_like(out);

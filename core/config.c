@@ -62,11 +62,11 @@ static pn_status check_range(const pn_param_schema *p, const char *text, double 
   const char *sep = elem ? " has " : " ";
   const char *what = elem ? elem : "is";
   if (p->has_min && x < p->min)
-    return pn_error(PN_ERR_INVALID, "%s = %s%s%s below the minimum %.15g", p->name, text, sep,
-                    what, p->min);
+    return pn_error(PN_ERR_INVALID, "%s = %s%s%s below the minimum %.15g", p->name, text, sep, what,
+                    p->min);
   if (p->has_max && x > p->max)
-    return pn_error(PN_ERR_INVALID, "%s = %s%s%s above the maximum %.15g", p->name, text, sep,
-                    what, p->max);
+    return pn_error(PN_ERR_INVALID, "%s = %s%s%s above the maximum %.15g", p->name, text, sep, what,
+                    p->max);
   return PN_OK;
 }
 
@@ -95,8 +95,8 @@ static pn_status check_ints(const pn_param_schema *p, const char *text, param_va
   int64_t *vals;
   int n;
   if (!parse_ints(text, &vals, &n))
-    return pn_error(PN_ERR_INVALID, "%s = '%s' is not a list of integers (e.g. [3, 3])",
-                    p->name, text);
+    return pn_error(PN_ERR_INVALID, "%s = '%s' is not a list of integers (e.g. [3, 3])", p->name,
+                    text);
   pn_status s = PN_OK;
   for (int k = 0; k < n && s == PN_OK; k++) {
     char elem[32];
@@ -128,8 +128,7 @@ static pn_status parse_value(const pn_param_schema *p, const char *text, param_v
     return check_range(p, text, v->f, NULL);
   case PN_PARAM_BOOL:
     if (!pni_text_bool(text, &v->b))
-      return pn_error(PN_ERR_INVALID, "%s = '%s' is not a boolean (true or false)", p->name,
-                      text);
+      return pn_error(PN_ERR_INVALID, "%s = '%s' is not a boolean (true or false)", p->name, text);
     v->i = v->b;
     v->f = v->b;
     return PN_OK;
@@ -276,8 +275,8 @@ pn_status pn_config_check(const pn_config *c) {
     const pn_param_schema *p = &c->feature->params[k];
     if (!c->v[k].has)
       return pn_error(PN_ERR_INVALID, "%s: missing required parameter '%s' (%s%s%s)",
-                      c->feature->name, p->name, pni_param_type_name(p->type),
-                      p->doc ? ": " : "", p->doc ? p->doc : "");
+                      c->feature->name, p->name, pni_param_type_name(p->type), p->doc ? ": " : "",
+                      p->doc ? p->doc : "");
   }
   return PN_OK;
 }

@@ -16,11 +16,14 @@ static pn_device *default_dev;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int iface_ok(const pn_device_iface *f, const char **why) {
-  if (f->size < offsetof(pn_device_iface, describe)) *why = "iface built for an older ABI";
-  else if (!f->alloc || !f->free) *why = "alloc and free are required";
+  if (f->size < offsetof(pn_device_iface, describe))
+    *why = "iface built for an older ABI";
+  else if (!f->alloc || !f->free)
+    *why = "alloc and free are required";
   else if (!f->host_ptr && (!f->upload || !f->download))
     *why = "upload and download are required when memory is not host accessible";
-  else return 1;
+  else
+    return 1;
   return 0;
 }
 

@@ -110,7 +110,8 @@ void pn_layer_set_state(pn_layer *l, void *state) { l->state = state; }
 
 pn_status pn_layer_add_param(pn_layer *l, const char *short_name, pn_tensor *t, int trainable) {
   char full[256];
-  if (!t) return pn_error(PN_ERR_INVALID, "layer '%s': parameter '%s' is NULL", l->name, short_name);
+  if (!t)
+    return pn_error(PN_ERR_INVALID, "layer '%s': parameter '%s' is NULL", l->name, short_name);
   if (l->n_params == l->cap_params) {
     int cap = l->cap_params ? l->cap_params * 2 : 4;
     param *p = realloc(l->params, sizeof *p * (size_t)cap);
@@ -144,7 +145,8 @@ pn_tensor *pn_layer_param_by_name(const pn_layer *l, const char *short_name) {
 pn_status pn_layer_to(pn_layer *l, pn_device *dev) {
   for (int i = 0; i < l->n_params; i++) {
     pn_tensor *moved = pn_tensor_to(l->params[i].t, dev);
-    if (!moved) return pn_error_prefix(PN_ERR_DEVICE, "moving layer '%s' to %s: ", l->name, dev->name);
+    if (!moved)
+      return pn_error_prefix(PN_ERR_DEVICE, "moving layer '%s' to %s: ", l->name, dev->name);
     pn_tensor_unref(l->params[i].t);
     l->params[i].t = moved;
   }

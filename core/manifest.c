@@ -35,18 +35,17 @@
 #include "plugin_internal.h"
 #include "yamldoc.h"
 
-const char *const pni_feature_kinds[] = {"layer",    "backend",  "loss",     "optimizer",
-                                         "schedule", "data",     "transform"};
+const char *const pni_feature_kinds[] = {"layer",    "backend", "loss",     "optimizer",
+                                         "schedule", "data",    "transform"};
 const int pni_n_feature_kinds = (int)(sizeof pni_feature_kinds / sizeof *pni_feature_kinds);
 
 static const char *const type_names[] = {"int", "float", "bool", "string", "enum", "ints"};
 #define N_TYPES ((int)(sizeof type_names / sizeof *type_names))
 
-static const char *const top_keys[] = {"plugin", "version", "abi", "library", "description",
-                                       "features"};
+static const char *const top_keys[] = {"plugin",  "version",     "abi",
+                                       "library", "description", "features"};
 static const char *const feature_keys[] = {"name", "kind", "doc", "params"};
-static const char *const param_keys[] = {"name", "type", "default", "min",
-                                         "max",  "choices", "doc"};
+static const char *const param_keys[] = {"name", "type", "default", "min", "max", "choices", "doc"};
 #define COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
 
 const char *pni_param_type_name(pn_param_type t) {
@@ -119,8 +118,7 @@ static pn_status parse_choices(const pni_ydoc *d, const pni_ynode *n, const char
     PN_TRY(pni_yexpect(d, c, PNI_YSCALAR, "a choice"));
     for (int j = 0; j < i; j++)
       if (strcmp(p->choices[j], c->text) == 0)
-        return pni_yerror(d, c, PN_ERR_PARSE, "choice '%s' of %s is listed twice", c->text,
-                          where);
+        return pni_yerror(d, c, PN_ERR_PARSE, "choice '%s' of %s is listed twice", c->text, where);
     PN_TRY(dup_text(d, c, &p->choices[i]));
   }
   return PN_OK;

@@ -8,7 +8,7 @@
 
 #include "internal.h"
 
-#define MAX_OPS 256
+#define MAX_OPS      256
 #define MAX_BACKENDS 16
 
 static char *op_names[MAX_OPS];
@@ -149,14 +149,15 @@ static pn_status run_on(pn_device *dev, const pn_op_args *a, pn_op_args *moved) 
 static pn_status dispatch_fallback(const pn_op_args *a, pn_device *home) {
   /* A strided copy cannot be moved without itself being a copy. */
   if (a->op == PN_OP_COPY)
-    return pn_error(PN_ERR_UNSUPPORTED, "backend '%s' lacks the required copy kernel", home->backend);
+    return pn_error(PN_ERR_UNSUPPORTED, "backend '%s' lacks the required copy kernel",
+                    home->backend);
   for (int b = 0; b < n_backends; b++) {
     pn_device *dev;
     if (b == home->backend_id || !kernels[b][a->op] || !(dev = device_of_backend(b))) continue;
     if (!fallback_logged[home->backend_id][a->op]) {
       fallback_logged[home->backend_id][a->op] = 1;
-      PN_INFO("op '%s' is not implemented by backend '%s'; running it on '%s'",
-              op_names[a->op], home->backend, dev->backend);
+      PN_INFO("op '%s' is not implemented by backend '%s'; running it on '%s'", op_names[a->op],
+              home->backend, dev->backend);
     }
     PN_DEBUG("fallback: %s on %s instead of %s", op_names[a->op], dev->name, home->name);
     pn_op_args moved;

@@ -23,8 +23,10 @@ static pn_device *common_device(pn_tensor *const *in, int n, const char *op) {
   pn_device *dev = in[0]->buf->dev;
   for (int i = 1; i < n; i++) {
     if (in[i]->buf->dev != dev) {
-      pn_error(PN_ERR_DEVICE, "%s: inputs on different devices (%s and %s); move them with "
-               "pn_tensor_to() first", op, dev->name, in[i]->buf->dev->name);
+      pn_error(PN_ERR_DEVICE,
+               "%s: inputs on different devices (%s and %s); move them with "
+               "pn_tensor_to() first",
+               op, dev->name, in[i]->buf->dev->name);
       return NULL;
     }
   }
@@ -174,8 +176,8 @@ pn_tensor *pn_rand_uniform(pn_device *dev, int ndim, const int64_t *shape, doubl
   return random_tensor(dev, ndim, shape, PN_RANDOM_UNIFORM, lo, hi, seed, counter);
 }
 
-pn_tensor *pn_rand_normal(pn_device *dev, int ndim, const int64_t *shape, double mean,
-                          double std, uint64_t seed, uint64_t counter) {
+pn_tensor *pn_rand_normal(pn_device *dev, int ndim, const int64_t *shape, double mean, double std,
+                          uint64_t seed, uint64_t counter) {
   return random_tensor(dev, ndim, shape, PN_RANDOM_NORMAL, mean, std, seed, counter);
 }
 
@@ -215,9 +217,7 @@ static pn_status unary_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tenso
     r = mul_owned(g, own2(pn_affine(t, -1.0, 1.0), t, NULL));
     break;
   case PN_UNARY_AFFINE: r = pn_scale(g, p->alpha); break;
-  default: /* sign and step are flat almost everywhere */
-    r = pn_zeros_like(x);
-    break;
+  default: /* sign and step are flat almost everywhere */ r = pn_zeros_like(x); break;
   }
   gin[0] = r;
   return r ? PN_OK : PN_ERR_INTERNAL;
@@ -280,7 +280,8 @@ pn_status pn_broadcast_shape(const pn_shape *a, const pn_shape *b, pn_shape *out
 
 static pn_tensor *binary_raw(pn_binary_kind k, pn_tensor *a, pn_tensor *b) {
   pn_shape sa = pn_tensor_shape(a), sb = pn_tensor_shape(b), so;
-  if (pn_broadcast_shape(&sa, &sb, &so) != PN_OK) return fail_shape("binary", a, b, pn_last_error());
+  if (pn_broadcast_shape(&sa, &sb, &so) != PN_OK)
+    return fail_shape("binary", a, b, pn_last_error());
   pn_op_params p = params_kind(k);
   pn_tensor *in[2] = {a, b};
   return run_op(PN_OP_BINARY, &p, in, 2, &so, PN_F32, "binary");
@@ -396,8 +397,10 @@ pn_tensor *pn_matmul(pn_tensor *a, pn_tensor *b, int trans_a, int trans_b) {
 static pn_shape reduced_shape(const pn_tensor *x, uint32_t axes, int keepdim) {
   pn_shape s = {0, {0}};
   for (int d = 0; d < x->ndim; d++) {
-    if (!(axes & (1u << d))) s.dim[s.ndim++] = x->shape[d];
-    else if (keepdim) s.dim[s.ndim++] = 1;
+    if (!(axes & (1u << d)))
+      s.dim[s.ndim++] = x->shape[d];
+    else if (keepdim)
+      s.dim[s.ndim++] = 1;
   }
   return s;
 }
@@ -489,8 +492,10 @@ pn_tensor *pn_sum_to(pn_tensor *x, const pn_shape *shape) {
   if (lead < 0) return fail_shape("sum_to", x, NULL, "target has more dimensions");
   for (int d = 0; d < x->ndim; d++) {
     int64_t want = d < lead ? 1 : shape->dim[d - lead];
-    if (d < lead || (want == 1 && x->shape[d] != 1)) axes |= 1u << d;
-    else if (want != x->shape[d]) return fail_shape("sum_to", x, NULL, "shape cannot reduce to target");
+    if (d < lead || (want == 1 && x->shape[d] != 1))
+      axes |= 1u << d;
+    else if (want != x->shape[d])
+      return fail_shape("sum_to", x, NULL, "shape cannot reduce to target");
   }
   if (axes == 0) return pn_reshape(x, shape->ndim, shape->dim);
   pn_tensor *s = pn_sum(x, axes, 1);
@@ -538,9 +543,7 @@ static pn_tensor *softmax_op(int op, pn_tensor *x, int axis) {
 }
 
 pn_tensor *pn_softmax(pn_tensor *x, int axis) { return softmax_op(PN_OP_SOFTMAX, x, axis); }
-pn_tensor *pn_log_softmax(pn_tensor *x, int axis) {
-  return softmax_op(PN_OP_LOG_SOFTMAX, x, axis);
-}
+pn_tensor *pn_log_softmax(pn_tensor *x, int axis) { return softmax_op(PN_OP_LOG_SOFTMAX, x, axis); }
 
 /* ------------------------------------------------------------ shape and layout */
 
@@ -557,8 +560,10 @@ pn_tensor *pn_reshape(pn_tensor *x, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > PN_MAX_DIMS) return fail_shape("reshape", x, NULL, "too many dimensions");
   for (int i = 0; i < ndim; i++) {
     dims[i] = shape[i];
-    if (shape[i] == -1 && infer < 0) infer = i;
-    else known *= shape[i];
+    if (shape[i] == -1 && infer < 0)
+      infer = i;
+    else
+      known *= shape[i];
   }
   if (infer >= 0) dims[infer] = known ? pn_tensor_numel(x) / known : 0;
   pn_tensor *src = pn_tensor_is_contiguous(x) ? pn_tensor_ref(x) : NULL;

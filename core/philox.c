@@ -49,9 +49,7 @@ float pn_random_value(int kind, double alpha, double beta, uint64_t seed, uint64
     double u1 = unit_open(r[0]), u2 = unit_open(r[1]);
     return (float)(alpha + beta * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
   }
-  case PN_RANDOM_BERNOULLI:
-    return unit_open(r[0]) < alpha ? 1.0f : 0.0f;
-  default:
-    return 0.0f;
+  case PN_RANDOM_BERNOULLI: return unit_open(r[0]) < alpha ? 1.0f : 0.0f;
+  default: return 0.0f;
   }
 }

@@ -81,8 +81,8 @@ static pn_status claim(pn_plugin_ctx *ctx, const char *feature, const char *kind
   int i = feature_index(m, feature);
   char detail[512];
   if (i < 0) {
-    snprintf(detail, sizeof detail,
-             "init registers %s '%s', which the manifest does not declare", kind, feature);
+    snprintf(detail, sizeof detail, "init registers %s '%s', which the manifest does not declare",
+             kind, feature);
     return disagree(ctx, detail);
   }
   const char *declared = m->features[i].kind;
@@ -155,8 +155,10 @@ pn_status pn_plugin_add_kernel(pn_plugin_ctx *ctx, const char *backend, const ch
   PN_TRY(check_ctx(ctx, "pn_plugin_add_kernel"));
   const char *plugin = ctx->p->m->plugin;
   if (!backend || !op || !fn)
-    return pn_error(PN_ERR_PLUGIN, "plugin '%s': pn_plugin_add_kernel: backend, op and fn are "
-                    "required", plugin);
+    return pn_error(PN_ERR_PLUGIN,
+                    "plugin '%s': pn_plugin_add_kernel: backend, op and fn are "
+                    "required",
+                    plugin);
   /* By name, so that a kernel may come before (or without) the plugin that
    * defines its op: registering a name is idempotent. */
   int id = pn_op_lookup(op);
@@ -178,15 +180,16 @@ pn_status pn_plugin_add_feature(pn_plugin_ctx *ctx, const char *kind, const char
   const char *plugin = ctx->p->m->plugin;
   if (!kind) return pn_error(PN_ERR_INVALID, "plugin '%s': kind is NULL", plugin);
   if (strcmp(kind, "backend") == 0)
-    return pn_error(PN_ERR_PLUGIN, "plugin '%s': register backend '%s' with "
-                    "pn_plugin_add_device", plugin, feature ? feature : "(null)");
+    return pn_error(PN_ERR_PLUGIN,
+                    "plugin '%s': register backend '%s' with "
+                    "pn_plugin_add_device",
+                    plugin, feature ? feature : "(null)");
   int i;
   PN_TRY(claim(ctx, feature, kind, &i));
   if (!iface)
     return pn_error(PN_ERR_PLUGIN, "plugin '%s': %s '%s': iface is NULL", plugin, kind, feature);
   if (ctx->p->regs[i].done)
-    return pn_error(PN_ERR_PLUGIN, "plugin '%s': %s '%s' registered twice", plugin, kind,
-                    feature);
+    return pn_error(PN_ERR_PLUGIN, "plugin '%s': %s '%s' registered twice", plugin, kind, feature);
   ctx->p->regs[i].done = 1;
   ctx->p->regs[i].iface = iface;
   return PN_OK;
@@ -212,8 +215,8 @@ static pn_status open_library(pni_plugin *p) {
   if (access(m->library, F_OK) != 0) {
     if (pm->tried[1] && strcmp(pm->tried[0], pm->tried[1]) != 0)
       return pn_error(PN_ERR_NOT_FOUND,
-                      "plugin '%s': library not found for manifest %s (tried %s and %s)",
-                      m->plugin, m->path, pm->tried[0], pm->tried[1]);
+                      "plugin '%s': library not found for manifest %s (tried %s and %s)", m->plugin,
+                      m->path, pm->tried[0], pm->tried[1]);
     return pn_error(PN_ERR_NOT_FOUND, "plugin '%s': library not found for manifest %s (tried %s)",
                     m->plugin, m->path, m->library);
   }
@@ -249,8 +252,7 @@ static pn_status check_descriptor(const pn_manifest *m, const pn_plugin_desc *d)
     return pn_error(PN_ERR_ABI,
                     "plugin '%s': %s was built for ABI %u.%u, this plugnet has %d.%d; rebuild "
                     "the plugin against this plugnet",
-                    m->plugin, m->library, d->abi_major, d->abi_minor, PN_ABI_MAJOR,
-                    PN_ABI_MINOR);
+                    m->plugin, m->library, d->abi_major, d->abi_minor, PN_ABI_MAJOR, PN_ABI_MINOR);
   if (d->desc_size < DESC_MIN_SIZE)
     return pn_error(PN_ERR_ABI,
                     "plugin '%s': the descriptor in %s is %u bytes, at least %zu expected",
@@ -325,8 +327,8 @@ static void undo_failed_init(pni_plugin *p) {
     pni_kernels_remove_backend(m->features[i].name);
   }
   if (p->n_foreign > 0) {
-    PN_WARN("plugin '%s' failed after adding kernels to backend '%s'; keeping %s mapped",
-            m->plugin, p->foreign[0], m->library);
+    PN_WARN("plugin '%s' failed after adding kernels to backend '%s'; keeping %s mapped", m->plugin,
+            p->foreign[0], m->library);
     p->handle = NULL;
   }
 }

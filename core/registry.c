@@ -71,8 +71,8 @@ static char *default_dir(void) {
   Dl_info info;
   char lib[PATH_MAX], build[PATH_MAX];
   char *dir = NULL;
-  if (dladdr((void *)&pn_registry_scan, &info) && info.dli_fname &&
-      realpath(info.dli_fname, lib) && realpath(PN_ABS_BUILDDIR, build) && is_below(lib, build)) {
+  if (dladdr((void *)&pn_registry_scan, &info) && info.dli_fname && realpath(info.dli_fname, lib) &&
+      realpath(PN_ABS_BUILDDIR, build) && is_below(lib, build)) {
     if (asprintf(&dir, "%s/plugins", build) < 0) dir = NULL;
     return dir;
   }
@@ -306,8 +306,8 @@ static pn_status load_locked(const pn_feature_info *f, entry **out) {
   *out = e;
   if (e->plugin) return PN_OK;
   if (e->loading)
-    return pn_error(PN_ERR_PLUGIN, "plugin '%s': its init needs its own feature '%s'",
-                    e->m->plugin, f->name);
+    return pn_error(PN_ERR_PLUGIN, "plugin '%s': its init needs its own feature '%s'", e->m->plugin,
+                    f->name);
   e->loading = 1;
   pni_plugin *p;
   pn_status s = pni_plugin_load(e->m, &p);
@@ -344,8 +344,8 @@ pn_status pn_feature_iface(const char *name, const char *kind, const void **ifac
   entry *e = NULL;
   pn_status s = find_locked(name, &f);
   if (s == PN_OK && kind && strcmp(f->kind, kind) != 0)
-    s = pn_error(PN_ERR_INVALID, "feature '%s' is a %s, not a %s (plugin '%s', %s)", name,
-                 f->kind, kind, f->manifest->plugin, f->manifest->path);
+    s = pn_error(PN_ERR_INVALID, "feature '%s' is a %s, not a %s (plugin '%s', %s)", name, f->kind,
+                 kind, f->manifest->plugin, f->manifest->path);
   if (s == PN_OK) s = load_locked(f, &e);
   if (s == PN_OK) {
     *iface = pni_plugin_iface(e->plugin, name);

@@ -42,10 +42,10 @@ const char *pn_last_error(void) { return last_msg; }
 void pn_clear_error(void) { last_msg[0] = '\0'; }
 
 const char *pn_status_name(pn_status s) {
-  static const char *const names[] = {
-      "ok",          "invalid argument", "out of memory", "I/O error",
-      "parse error", "not found",        "ABI mismatch",  "plugin error",
-      "shape error", "unsupported",      "device error",  "internal error"};
+  static const char *const names[] = {"ok",           "invalid argument", "out of memory",
+                                      "I/O error",    "parse error",      "not found",
+                                      "ABI mismatch", "plugin error",     "shape error",
+                                      "unsupported",  "device error",     "internal error"};
   if ((unsigned)s < sizeof names / sizeof names[0]) return names[s];
   return "unknown status";
 }

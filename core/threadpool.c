@@ -35,8 +35,8 @@
 #include <plugnet/threadpool.h>
 #include <plugnet/topology.h>
 
-#define SLICE_BITS 16
-#define SLICE_MASK ((UINT64_C(1) << SLICE_BITS) - 1)
+#define SLICE_BITS  16
+#define SLICE_MASK  ((UINT64_C(1) << SLICE_BITS) - 1)
 #define MAX_THREADS 4096
 /* Spin with `pause` first (fastest hand-off), then with sched_yield so a
  * BLAS thread sharing the core gets it, then sleep. */
@@ -295,8 +295,8 @@ pn_status pn_threadpool_create(int n_threads, int bind, pn_threadpool **out) {
     n_threads = info.threads;
   }
   if (n_threads > MAX_THREADS)
-    return pn_error(PN_ERR_INVALID, "pn_threadpool_create: %d threads asked, at most %d",
-                    n_threads, MAX_THREADS);
+    return pn_error(PN_ERR_INVALID, "pn_threadpool_create: %d threads asked, at most %d", n_threads,
+                    MAX_THREADS);
   pthread_once(&atfork_once, install_atfork);
   p = allocate(n_threads, bind);
   if (!p) return pn_error(PN_ERR_NOMEM, "thread pool of %d workers: out of memory", n_threads);

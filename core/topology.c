@@ -90,7 +90,8 @@ static int collect_cores(void) {
 static int count_intersecting(hwloc_obj_type_t type) {
   int n = 0;
   for (hwloc_obj_t o = NULL; (o = hwloc_get_next_obj_by_type(T.topo, type, o));)
-    if (!o->cpuset || hwloc_bitmap_iszero(o->cpuset) || hwloc_bitmap_intersects(o->cpuset, T.allowed))
+    if (!o->cpuset || hwloc_bitmap_iszero(o->cpuset) ||
+        hwloc_bitmap_intersects(o->cpuset, T.allowed))
       n++;
   return n > 0 ? n : 1;
 }
@@ -153,20 +154,23 @@ static int choose_threads(char *why, size_t n) {
   char *end = NULL;
   long v;
   if (!env || !*env) {
-    snprintf(why, n, "one worker per physical core (cores %d, PUs %d): GEMM and vector "
-             "kernels saturate a core's FPUs", T.n_cores, T.n_pus);
+    snprintf(why, n,
+             "one worker per physical core (cores %d, PUs %d): GEMM and vector "
+             "kernels saturate a core's FPUs",
+             T.n_cores, T.n_pus);
     return T.n_cores;
   }
   errno = 0;
   v = strtol(env, &end, 10);
   if (errno || *end || v < 1) {
-    snprintf(why, n, "PLUGNET_THREADS='%.20s' is not a positive integer, ignored; one "
-             "worker per physical core (%d)", env, T.n_cores);
+    snprintf(why, n,
+             "PLUGNET_THREADS='%.20s' is not a positive integer, ignored; one "
+             "worker per physical core (%d)",
+             env, T.n_cores);
     return T.n_cores;
   }
   if (v > T.n_pus) {
-    snprintf(why, n, "PLUGNET_THREADS=%ld clamped to %d, the PUs this process may use", v,
-             T.n_pus);
+    snprintf(why, n, "PLUGNET_THREADS=%ld clamped to %d, the PUs this process may use", v, T.n_pus);
     return T.n_pus;
   }
   snprintf(why, n, "PLUGNET_THREADS=%ld (%d physical cores)", v, T.n_cores);
@@ -183,9 +187,12 @@ static int choose_binding(int threads, char *why, size_t n) {
     snprintf(why, n, "; binding unavailable: %s", T.bind_error);
     return 0;
   }
-  if (threads == 1) snprintf(why, n, "; one thread, nothing to bind");
-  else if (threads > T.n_cores) snprintf(why, n, "; bound to cores, some shared (more workers than cores)");
-  else snprintf(why, n, "; each worker bound to its own core");
+  if (threads == 1)
+    snprintf(why, n, "; one thread, nothing to bind");
+  else if (threads > T.n_cores)
+    snprintf(why, n, "; bound to cores, some shared (more workers than cores)");
+  else
+    snprintf(why, n, "; each worker bound to its own core");
   return 1;
 }
 
@@ -221,7 +228,7 @@ static void bind_memory(int core) {
              strerror(errno));
   else if (atomic_exchange(&membind_warned, 1) == 0)
     pn_log_write(PN_LOG_WARN, "memory binding to NUMA node %s failed, memory stays unbound: %s",
-           nodes, strerror(errno));
+                 nodes, strerror(errno));
 }
 
 /* Indexes past the core count wrap round, so worker k of an oversubscribed
@@ -230,7 +237,8 @@ pn_status pn_topology_bind_thread(int index) {
   char cpus[64];
   int core;
   ensure_loaded();
-  if (index < 0) return pn_error(PN_ERR_INVALID, "pn_topology_bind_thread: core index %d < 0", index);
+  if (index < 0)
+    return pn_error(PN_ERR_INVALID, "pn_topology_bind_thread: core index %d < 0", index);
   if (!T.can_bind) return pn_error(PN_ERR_DEVICE, "binding unavailable: %s", T.bind_error);
   core = index % T.n_cores;
   if (hwloc_set_cpubind(T.topo, T.cores[core].cpus, HWLOC_CPUBIND_THREAD) != 0) {
@@ -295,9 +303,9 @@ static void report_numa(text *t) {
 
 static void report_machine(text *t) {
   char allowed[128], all[128];
-  put(t, "machine: %d %s, %d NUMA %s, %d physical %s, %d %s usable by this process\n",
-      T.n_packages, plural(T.n_packages, "package", "packages"), T.n_numa,
-      plural(T.n_numa, "node", "nodes"), T.n_cores, plural(T.n_cores, "core", "cores"), T.n_pus,
+  put(t, "machine: %d %s, %d NUMA %s, %d physical %s, %d %s usable by this process\n", T.n_packages,
+      plural(T.n_packages, "package", "packages"), T.n_numa, plural(T.n_numa, "node", "nodes"),
+      T.n_cores, plural(T.n_cores, "core", "cores"), T.n_pus,
       plural(T.n_pus, "PU (hardware thread)", "PUs (hardware threads)"));
   if (!T.topo) {
     put(t, "  hwloc could not read the topology (%s); counts from sysconf\n", T.load_error);
@@ -317,10 +325,12 @@ static void report_worker(text *t, int k, int bound) {
   char cpus[64], nodes[64] = "0";
   int core = k % T.n_cores;
   pn_topology_core_cpus(core, cpus, sizeof cpus);
-  if (T.topo && T.cores[core].nodes) hwloc_bitmap_list_snprintf(nodes, sizeof nodes, T.cores[core].nodes);
+  if (T.topo && T.cores[core].nodes)
+    hwloc_bitmap_list_snprintf(nodes, sizeof nodes, T.cores[core].nodes);
   if (k == 0)
-    put(t, "  worker 0 -> core %d (PUs %s), NUMA node %s: the calling thread, left unpinned "
-           "(threads it starts would inherit a pin)\n",
+    put(t,
+        "  worker 0 -> core %d (PUs %s), NUMA node %s: the calling thread, left unpinned "
+        "(threads it starts would inherit a pin)\n",
         core, cpus, nodes);
   else
     put(t, "  worker %d -> core %d (PUs %s), NUMA node %s%s\n", k, core, cpus, nodes,
@@ -341,8 +351,9 @@ pn_status pn_topology_report(char *buf, size_t n) {
         info.bound ? "bound to cores, memory to their NUMA node" : "unbound");
   for (int k = 0; k < info.threads; k++) report_worker(&t, k, info.bound);
   if (!T.can_bind) put(&t, "  binding unavailable: %s\n", T.bind_error);
-  put(&t, "OpenBLAS: the cpu backend sets %d %s, the pool size, so BLAS and the pool share the "
-          "same cores without oversubscribing them\n",
+  put(&t,
+      "OpenBLAS: the cpu backend sets %d %s, the pool size, so BLAS and the pool share the "
+      "same cores without oversubscribing them\n",
       info.threads, plural(info.threads, "thread", "threads"));
   put(&t, "reason: %s\n", info.reason);
   if (t.len >= n)

@@ -147,11 +147,8 @@ static pn_status convert(conv *c, yaml_node_t *yn, int depth, pni_ynode **out) {
     n->kind = PNI_YSEQ;
     n->n = (int)(yn->data.sequence.items.top - yn->data.sequence.items.start);
     return convert_kids(c, n, yn->data.sequence.items.start, n->n, depth);
-  case YAML_MAPPING_NODE:
-    n->kind = PNI_YMAP;
-    return convert_map(c, n, yn, depth);
-  default:
-    return pni_yerror(c->d, n, PN_ERR_PARSE, "unexpected YAML node type %d", (int)yn->type);
+  case YAML_MAPPING_NODE: n->kind = PNI_YMAP; return convert_map(c, n, yn, depth);
+  default: return pni_yerror(c->d, n, PN_ERR_PARSE, "unexpected YAML node type %d", (int)yn->type);
   }
 }
 
@@ -163,8 +160,8 @@ static pn_status parser_error(const char *file, const yaml_parser_t *p) {
    * parser's current mark is where reading stopped. */
   yaml_mark_t at = p->error == YAML_READER_ERROR ? p->mark : p->problem_mark;
   if (p->context)
-    return pn_error(PN_ERR_PARSE, "%s:%zu:%zu: %s (%s at line %zu, column %zu)", file,
-                    at.line + 1, at.column + 1, problem, p->context, p->context_mark.line + 1,
+    return pn_error(PN_ERR_PARSE, "%s:%zu:%zu: %s (%s at line %zu, column %zu)", file, at.line + 1,
+                    at.column + 1, problem, p->context, p->context_mark.line + 1,
                     p->context_mark.column + 1);
   return pn_error(PN_ERR_PARSE, "%s:%zu:%zu: %s", file, at.line + 1, at.column + 1, problem);
 }
@@ -277,8 +274,8 @@ pn_status pni_ycheck_keys(const pni_ydoc *d, const pni_ynode *map, const char *c
     if (known) continue;
     const char *near = pn_suggest(k->text, allowed, n_allowed);
     if (near)
-      return pni_yerror(d, k, PN_ERR_PARSE, "unknown key '%s' in %s (did you mean '%s'?)",
-                        k->text, where, near);
+      return pni_yerror(d, k, PN_ERR_PARSE, "unknown key '%s' in %s (did you mean '%s'?)", k->text,
+                        where, near);
     return pni_yerror(d, k, PN_ERR_PARSE, "unknown key '%s' in %s", k->text, where);
   }
   return PN_OK;
@@ -289,8 +286,7 @@ pn_status pni_yreq_scalar(const pni_ydoc *d, const pni_ynode *map, const char *k
   *out = NULL;
   const pni_ynode *v = pni_ymap_get(map, key);
   if (!v || pni_yis_null(v))
-    return pni_yerror(d, v ? v : map, PN_ERR_PARSE, "missing required key '%s' in %s", key,
-                      where);
+    return pni_yerror(d, v ? v : map, PN_ERR_PARSE, "missing required key '%s' in %s", key, where);
   if (v->kind != PNI_YSCALAR)
     return pni_yerror(d, v, PN_ERR_PARSE, "'%s' in %s must be a scalar, not %s", key, where,
                       pni_ykind_name(v->kind));
@@ -357,6 +353,5 @@ pn_status pni_ydouble(const pni_ydoc *d, const pni_ynode *n, const char *what, d
 pn_status pni_ybool(const pni_ydoc *d, const pni_ynode *n, const char *what, int *out) {
   PN_TRY(pni_yexpect(d, n, PNI_YSCALAR, what));
   if (pni_text_bool(n->text, out)) return PN_OK;
-  return pni_yerror(d, n, PN_ERR_PARSE, "%s: '%s' is not a boolean (true or false)", what,
-                    n->text);
+  return pni_yerror(d, n, PN_ERR_PARSE, "%s: '%s' is not a boolean (true or false)", what, n->text);
 }

@@ -34,14 +34,16 @@ static const char *device_name;
 static void make_values(float *v, int64_t n, input_kind kind, uint64_t *st) {
   tu_fill_uniform(v, n, -1.0f, 1.0f, st);
   for (int64_t i = 0; i < n; i++) {
-    if (kind == IN_POSITIVE) v[i] = 0.5f + fabsf(v[i]);
-    else if (kind == IN_AWAY_FROM_ZERO) v[i] = v[i] < 0 ? v[i] - 0.2f : v[i] + 0.2f;
+    if (kind == IN_POSITIVE)
+      v[i] = 0.5f + fabsf(v[i]);
+    else if (kind == IN_AWAY_FROM_ZERO)
+      v[i] = v[i] < 0 ? v[i] - 0.2f : v[i] + 0.2f;
   }
   if (kind == IN_DISTINCT) { /* spaced 0.1 apart, so no tie lies within eps */
     for (int64_t i = 0; i < n; i++) v[i] = 0.1f * (float)i - 0.05f * (float)n;
     for (int64_t i = n - 1; i > 0; i--) {
-      int64_t j = (int64_t)((*st = *st * 6364136223846793005ull + 1442695040888963407ull) >> 33) %
-                  (i + 1);
+      int64_t j =
+          (int64_t)((*st = *st * 6364136223846793005ull + 1442695040888963407ull) >> 33) % (i + 1);
       float t = v[i];
       v[i] = v[j];
       v[j] = t;
@@ -162,7 +164,10 @@ static pn_tensor *f_dense(const gcase *c, pn_tensor **x) {
   return t;
 }
 
-#define SHAPE1(a, ...) 1, {a, 0}, {{__VA_ARGS__}}
+#define SHAPE1(a, ...)                                                                             \
+  1, {a, 0}, {                                                                                     \
+    { __VA_ARGS__ }                                                                                \
+  }
 static const gcase unary_cases[] = {
     {"neg", SHAPE1(2, 3, 4), {IN_ANY}, f_unary, PN_UNARY_NEG, 0, 0, 0, 0, 0},
     {"abs", SHAPE1(2, 3, 4), {IN_AWAY_FROM_ZERO}, f_unary, PN_UNARY_ABS, 0, 0, 0, 0, 0},
@@ -179,9 +184,10 @@ static const gcase unary_cases[] = {
     {"affine", SHAPE1(2, 3, 4), {IN_ANY}, f_unary, PN_UNARY_AFFINE, 0, 0, 0, 0, 0},
 };
 
-#define BIN(label, kind, kb, na, nb, sa, sb) \
-  {label, 2, {na, nb}, {sa, sb}, {IN_ANY, kb}, f_binary, kind, 0, 0, 0, 0, 0}
-#define S(...) {__VA_ARGS__}
+#define BIN(label, kind, kb, na, nb, sa, sb)                                                       \
+  { label, 2, {na, nb}, {sa, sb}, {IN_ANY, kb}, f_binary, kind, 0, 0, 0, 0, 0 }
+#define S(...)                                                                                     \
+  { __VA_ARGS__ }
 static const gcase binary_cases[] = {
     BIN("add same", PN_BINARY_ADD, IN_ANY, 2, 2, S(3, 4), S(3, 4)),
     BIN("add row", PN_BINARY_ADD, IN_ANY, 2, 1, S(3, 4), S(4)),
@@ -198,8 +204,8 @@ static const gcase binary_cases[] = {
     BIN("min outer", PN_BINARY_MIN, IN_DISTINCT, 2, 2, S(3, 1), S(1, 4)),
 };
 
-#define MM(label, ta, tb, sa, sb) \
-  {label, 2, {2, 2}, {sa, sb}, {IN_ANY, IN_ANY}, f_matmul, 0, 0, 0, 0, ta, tb}
+#define MM(label, ta, tb, sa, sb)                                                                  \
+  { label, 2, {2, 2}, {sa, sb}, {IN_ANY, IN_ANY}, f_matmul, 0, 0, 0, 0, ta, tb }
 static const gcase matmul_cases[] = {
     MM("matmul nn", 0, 0, S(3, 5), S(5, 4)),
     MM("matmul tn", 1, 0, S(5, 3), S(5, 4)),
@@ -208,19 +214,19 @@ static const gcase matmul_cases[] = {
     {"dense tanh", 2, {2, 2}, {S(3, 5), S(4, 5)}, {IN_ANY, IN_ANY}, f_dense, 0, 0, 0, 0, 0, 0},
 };
 
-#define RED(label, kind, axes, keep) \
-  {label, 1, {3, 0}, {S(2, 3, 4)}, {IN_DISTINCT}, f_reduce, kind, axes, keep, 0, 0, 0}
+#define RED(label, kind, axes, keep)                                                               \
+  { label, 1, {3, 0}, {S(2, 3, 4)}, {IN_DISTINCT}, f_reduce, kind, axes, keep, 0, 0, 0 }
 static const gcase reduce_cases[] = {
-    RED("sum all", PN_REDUCE_SUM, 0, 0),      RED("sum d0", PN_REDUCE_SUM, 1, 0),
-    RED("sum d1 keep", PN_REDUCE_SUM, 2, 1),  RED("sum d0d2", PN_REDUCE_SUM, 5, 0),
-    RED("mean d2", PN_REDUCE_MEAN, 4, 0),     RED("mean d0d1 keep", PN_REDUCE_MEAN, 3, 1),
-    RED("max d2", PN_REDUCE_MAX, 4, 0),       RED("max d0 keep", PN_REDUCE_MAX, 1, 1),
-    RED("max all", PN_REDUCE_MAX, 0, 0),      RED("min d1", PN_REDUCE_MIN, 2, 0),
+    RED("sum all", PN_REDUCE_SUM, 0, 0),       RED("sum d0", PN_REDUCE_SUM, 1, 0),
+    RED("sum d1 keep", PN_REDUCE_SUM, 2, 1),   RED("sum d0d2", PN_REDUCE_SUM, 5, 0),
+    RED("mean d2", PN_REDUCE_MEAN, 4, 0),      RED("mean d0d1 keep", PN_REDUCE_MEAN, 3, 1),
+    RED("max d2", PN_REDUCE_MAX, 4, 0),        RED("max d0 keep", PN_REDUCE_MAX, 1, 1),
+    RED("max all", PN_REDUCE_MAX, 0, 0),       RED("min d1", PN_REDUCE_MIN, 2, 0),
     RED("min d1d2 keep", PN_REDUCE_MIN, 6, 1),
 };
 
-#define SM(label, f, axis, n, ...) \
-  {label, 1, {n, 0}, {S(__VA_ARGS__)}, {IN_ANY}, f, 0, 0, 0, axis, 0, 0}
+#define SM(label, f, axis, n, ...)                                                                 \
+  { label, 1, {n, 0}, {S(__VA_ARGS__)}, {IN_ANY}, f, 0, 0, 0, axis, 0, 0 }
 static const gcase softmax_cases[] = {
     SM("softmax last", f_softmax, -1, 2, 3, 5),
     SM("softmax d0", f_softmax, 0, 2, 3, 5),
@@ -237,10 +243,10 @@ static const gcase layout_cases[] = {
     {"sum_to", 1, {3, 0}, {S(2, 3, 4)}, {IN_ANY}, f_sum_to, 0, 0, 0, 0, 0, 0},
 };
 
-#define RUN_ALL(cases)                                                   \
-  static void test_##cases(void **state) {                               \
-    (void)state;                                                         \
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]); \
+#define RUN_ALL(cases)                                                                             \
+  static void test_##cases(void **state) {                                                         \
+    (void)state;                                                                                   \
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);             \
   }
 RUN_ALL(unary_cases)
 RUN_ALL(binary_cases)

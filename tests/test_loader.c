@@ -35,11 +35,11 @@ static void expect_error_(pn_status got, pn_status want, const char *const *need
     fail();
   }
 }
-#define EXPECT_ERROR(got, want, ...)                                                        \
-  do {                                                                                      \
-    const char *const needles_[] = {__VA_ARGS__};                                           \
-    expect_error_((got), (want), needles_, (int)(sizeof needles_ / sizeof *needles_),       \
-                  __FILE__, __LINE__);                                                      \
+#define EXPECT_ERROR(got, want, ...)                                                               \
+  do {                                                                                             \
+    const char *const needles_[] = {__VA_ARGS__};                                                  \
+    expect_error_((got), (want), needles_, (int)(sizeof needles_ / sizeof *needles_), __FILE__,    \
+                  __LINE__);                                                                       \
   } while (0)
 
 static const char *builddir(void) {
@@ -91,7 +91,7 @@ static void test_suggest(void **state) {
   /* 2 edits are always allowed; a long word allows len/3. */
   const char *const longer[] = {"interpolation_mode"};
   assert_non_null(pn_suggest("interpolatoin_mdoe", longer, 1)); /* 4 edits, len 18 */
-  assert_null(pn_suggest("interpolate", longer, 1)); /* 7 edits, len 11 */
+  assert_null(pn_suggest("interpolate", longer, 1));            /* 7 edits, len 11 */
   const char *const holes[] = {NULL, "abc", "abd"};
   assert_string_equal(pn_suggest("abx", holes, 3), "abc"); /* first of equals */
 }
@@ -154,11 +154,11 @@ static void test_unknown_feature(void **state) {
   (void)state;
   use_case("good");
   assert_null(pn_registry_find("fixture_scal"));
-  EXPECT_ERROR(load("fixture_scal"), PN_ERR_NOT_FOUND,
-               "unknown feature 'fixture_scal' (did you mean 'fixture_scale'?); known: ",
-               "fixture_loss");
-  EXPECT_ERROR(load("zzzzzzzzzzzzzz"), PN_ERR_NOT_FOUND, "unknown feature 'zzzzzzzzzzzzzz'; known: ",
-               "fixture_scale");
+  EXPECT_ERROR(
+      load("fixture_scal"), PN_ERR_NOT_FOUND,
+      "unknown feature 'fixture_scal' (did you mean 'fixture_scale'?); known: ", "fixture_loss");
+  EXPECT_ERROR(load("zzzzzzzzzzzzzz"), PN_ERR_NOT_FOUND,
+               "unknown feature 'zzzzzzzzzzzzzz'; known: ", "fixture_scale");
 }
 
 /* ---- fixtures refused at load time */
@@ -259,9 +259,8 @@ static void test_bad_yaml(void **state) {
 static void test_unknown_key(void **state) {
   (void)state;
   use_case("unknown_key");
-  EXPECT_ERROR(pn_registry_scan(), PN_ERR_PARSE, "unknown_key.yaml:11:9: ",
-               "unknown key 'defualt'", "parameter 'width' of feature 'fixture_unknown_key'",
-               "(did you mean 'default'?)");
+  EXPECT_ERROR(pn_registry_scan(), PN_ERR_PARSE, "unknown_key.yaml:11:9: ", "unknown key 'defualt'",
+               "parameter 'width' of feature 'fixture_unknown_key'", "(did you mean 'default'?)");
 }
 
 static void test_duplicate_feature(void **state) {
@@ -288,16 +287,18 @@ static const char *write_file(const char *name, const char *text) {
 static pn_status load_text(const char *text) {
   pn_manifest *m = NULL;
   pn_status s = pn_manifest_load(write_file("m.yaml", text), &m);
-  if (s == PN_OK) assert_non_null(m);
-  else assert_null(m);
+  if (s == PN_OK)
+    assert_non_null(m);
+  else
+    assert_null(m);
   pn_manifest_free(m);
   return s;
 }
 
 static void test_manifest_errors(void **state) {
   (void)state;
-  EXPECT_ERROR(load_text("version: 1\n"), PN_ERR_PARSE, "m.yaml:1:1: ",
-               "missing required key 'plugin'");
+  EXPECT_ERROR(load_text("version: 1\n"), PN_ERR_PARSE,
+               "m.yaml:1:1: ", "missing required key 'plugin'");
   EXPECT_ERROR(load_text(""), PN_ERR_PARSE, "m.yaml: empty manifest");
   EXPECT_ERROR(load_text("- a\n- b\n"), PN_ERR_PARSE, "m.yaml:1:1: ", "must be a mapping");
   EXPECT_ERROR(load_text(HEAD "libary: x\nfeatures: [{name: a, kind: layer}]\n"), PN_ERR_PARSE,
@@ -305,12 +306,12 @@ static void test_manifest_errors(void **state) {
   EXPECT_ERROR(load_text("plugin: t\nversion: 0.1.0\nabi: one\nlibrary: t.so\n"
                          "features: [{name: a, kind: layer}]\n"),
                PN_ERR_PARSE, "m.yaml:3:6: ", "abi 'one' is not MAJOR.MINOR");
-  EXPECT_ERROR(load_text(HEAD "features: []\n"), PN_ERR_PARSE, "m.yaml:5:11: ",
-               "at least one feature");
+  EXPECT_ERROR(load_text(HEAD "features: []\n"), PN_ERR_PARSE,
+               "m.yaml:5:11: ", "at least one feature");
   EXPECT_ERROR(load_text(HEAD "features:\n  - {name: a, kind: layr}\n"), PN_ERR_PARSE,
                "m.yaml:6:21: ", "unknown kind 'layr'", "(did you mean 'layer'?)");
-  EXPECT_ERROR(load_text(HEAD "features:\n  - {name: a}\n"), PN_ERR_PARSE, "m.yaml:6:5: ",
-               "missing required key 'kind' in feature 'a'");
+  EXPECT_ERROR(load_text(HEAD "features:\n  - {name: a}\n"), PN_ERR_PARSE,
+               "m.yaml:6:5: ", "missing required key 'kind' in feature 'a'");
   EXPECT_ERROR(load_text(HEAD "features:\n  - {name: a, kind: layer}\n"
                               "  - {name: a, kind: loss}\n"),
                PN_ERR_PARSE, "m.yaml:7:12: ", "duplicate feature 'a' (first at line 6)");
@@ -354,8 +355,8 @@ static void test_yaml_robustness(void **state) {
   /* Malformed YAML: libyaml's own position and problem. */
   EXPECT_ERROR(load_text("plugin: [a, b\n"), PN_ERR_PARSE, "m.yaml:2:1: ");
   EXPECT_ERROR(load_text("a: 'unterminated\n"), PN_ERR_PARSE, "m.yaml:", "quoted scalar");
-  EXPECT_ERROR(load_text(HEAD "features: [{name: a, kind: layer}]\n---\nplugin: u\n"),
-               PN_ERR_PARSE, "m.yaml:6:1: ", "only one YAML document");
+  EXPECT_ERROR(load_text(HEAD "features: [{name: a, kind: layer}]\n---\nplugin: u\n"), PN_ERR_PARSE,
+               "m.yaml:6:1: ", "only one YAML document");
   /* Aliases expanding to a billion nodes must fail fast, not hang. */
   EXPECT_ERROR(load_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
                          "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
@@ -442,8 +443,8 @@ static void test_dlopen_failures(void **state) {
   const pn_feature_info *f = pn_registry_find("fixture_junk");
   assert_non_null(f);
   assert_non_null(strstr(f->manifest->library, "/p/.libs/junk.so"));
-  EXPECT_ERROR(load("fixture_junk"), PN_ERR_PLUGIN, "plugin 'junk'", "junk.yaml",
-               "cannot load", "junk.so");
+  EXPECT_ERROR(load("fixture_junk"), PN_ERR_PLUGIN, "plugin 'junk'", "junk.yaml", "cannot load",
+               "junk.so");
   EXPECT_ERROR(load("fixture_newer"), PN_ERR_ABI, "plugin 'newer'", "newer.yaml",
                "built for ABI 1.7, this plugnet has 1.0");
   pn_registry_reset(); /* the files go in teardown */
@@ -539,28 +540,17 @@ static int teardown_tmp(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_suggest),
-      cmocka_unit_test(test_good_plugin),
-      cmocka_unit_test(test_search_path),
-      cmocka_unit_test(test_unknown_feature),
-      cmocka_unit_test(test_abi_major),
-      cmocka_unit_test(test_abi_minor),
-      cmocka_unit_test(test_no_symbol),
-      cmocka_unit_test(test_wrong_name),
-      cmocka_unit_test(test_wrong_version),
-      cmocka_unit_test(test_missing_feature),
-      cmocka_unit_test(test_extra_feature),
-      cmocka_unit_test(test_init_fails),
-      cmocka_unit_test(test_missing_library),
-      cmocka_unit_test(test_bad_yaml),
-      cmocka_unit_test(test_unknown_key),
-      cmocka_unit_test(test_duplicate_feature),
-      cmocka_unit_test(test_manifest_errors),
-      cmocka_unit_test(test_manifest_param_errors),
-      cmocka_unit_test(test_yaml_robustness),
-      cmocka_unit_test(test_manifest_parsed),
-      cmocka_unit_test(test_dlopen_failures),
-      cmocka_unit_test(test_config_defaults),
+      cmocka_unit_test(test_suggest),         cmocka_unit_test(test_good_plugin),
+      cmocka_unit_test(test_search_path),     cmocka_unit_test(test_unknown_feature),
+      cmocka_unit_test(test_abi_major),       cmocka_unit_test(test_abi_minor),
+      cmocka_unit_test(test_no_symbol),       cmocka_unit_test(test_wrong_name),
+      cmocka_unit_test(test_wrong_version),   cmocka_unit_test(test_missing_feature),
+      cmocka_unit_test(test_extra_feature),   cmocka_unit_test(test_init_fails),
+      cmocka_unit_test(test_missing_library), cmocka_unit_test(test_bad_yaml),
+      cmocka_unit_test(test_unknown_key),     cmocka_unit_test(test_duplicate_feature),
+      cmocka_unit_test(test_manifest_errors), cmocka_unit_test(test_manifest_param_errors),
+      cmocka_unit_test(test_yaml_robustness), cmocka_unit_test(test_manifest_parsed),
+      cmocka_unit_test(test_dlopen_failures), cmocka_unit_test(test_config_defaults),
       cmocka_unit_test(test_config_set),
   };
   return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);

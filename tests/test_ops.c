@@ -21,7 +21,7 @@
 #define TOL 1e-5
 #define BIG (1 << 17) /* above every threading threshold of the cpu backend */
 /* Outputs of 32 MiB and more are written with non-temporal stores. */
-#define HUGE ((9 << 20) + 5)
+#define HUGE     ((9 << 20) + 5)
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef struct shape {
@@ -261,8 +261,8 @@ static pn_tensor *unary_of(int kind, pn_tensor *x) {
 
 static void check_unary(int kind, const shape *s, float lo, float hi) {
   char what[64], sh[32];
-  snprintf(what, sizeof what, "unary kind %d %s in [%g, %g]", kind,
-           shape_str(s, sh, sizeof sh), lo, hi);
+  snprintf(what, sizeof what, "unary kind %d %s in [%g, %g]", kind, shape_str(s, sh, sizeof sh), lo,
+           hi);
   pair x = pair_random(s, lo, hi);
   if (kind == PN_UNARY_SIGN || kind == PN_UNARY_STEP)
     expect_exact(unary_of(kind, x.cpu), unary_of(kind, x.ref), what);
@@ -273,8 +273,7 @@ static void check_unary(int kind, const shape *s, float lo, float hi) {
 
 static void test_unary(void **state) {
   (void)state;
-  static const shape shapes[] = {{1, {1}},       {1, {7}},        {2, {13, 31}},
-                                 {2, {97, 13}}, {1, {BIG + 5}}};
+  static const shape shapes[] = {{1, {1}}, {1, {7}}, {2, {13, 31}}, {2, {97, 13}}, {1, {BIG + 5}}};
   for (int kind = 0; kind < PN_UNARY_COUNT; kind++) {
     float lo, hi;
     unary_domain(kind, &lo, &hi);
@@ -296,8 +295,8 @@ static void test_unary_specials(void **state) {
   const float v[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-30f, 88.8f, -120.0f};
   const shape s = {1, {COUNT(v)}};
   pair x = pair_from_host(PN_F32, &s, v);
-  static const int kinds[] = {PN_UNARY_EXP, PN_UNARY_SIGMOID, PN_UNARY_TANH, PN_UNARY_RELU,
-                              PN_UNARY_STEP, PN_UNARY_SIGN, PN_UNARY_ABS};
+  static const int kinds[] = {PN_UNARY_EXP,  PN_UNARY_SIGMOID, PN_UNARY_TANH, PN_UNARY_RELU,
+                              PN_UNARY_STEP, PN_UNARY_SIGN,    PN_UNARY_ABS};
   for (size_t k = 0; k < COUNT(kinds); k++) {
     pn_tensor *gc = tu_check(pn_unary(kinds[k], x.cpu), "unary");
     pn_tensor *wr = tu_check(pn_unary(kinds[k], x.ref), "unary");
@@ -325,23 +324,23 @@ typedef struct shape_pair {
 } shape_pair;
 
 static const shape_pair binary_shapes[] = {
-    {{1, {7}}, {1, {7}}},                   /* same shape, shorter than a vector */
-    {{1, {1}}, {1, {97}}},                  /* scalar on the left */
-    {{1, {97}}, {1, {1}}},                  /* scalar on the right */
-    {{2, {13, 1}}, {2, {1, 31}}},           /* outer product */
-    {{2, {31, 13}}, {1, {13}}},             /* row broadcast [N,C] + [C] */
-    {{1, {13}}, {2, {31, 13}}},             /* ... mirrored */
-    {{2, {31, 13}}, {2, {31, 1}}},          /* column broadcast */
-    {{4, {2, 3, 5, 7}}, {2, {5, 1}}},       /* rank mismatch */
-    {{3, {5, 1, 7}}, {2, {3, 1}}},          /* both broadcast */
-    {{2, {1, 1}}, {1, {1}}},                /* all ones */
-    {{3, {3, 1, 1}}, {3, {1, 4, 1}}},       /* ones in between */
-    {{2, {97, 31}}, {2, {97, 31}}},         /* primes */
-    {{2, {300, 1001}}, {1, {1001}}},        /* large row broadcast */
-    {{2, {300, 1001}}, {2, {300, 1}}},      /* large column broadcast */
-    {{1, {BIG + 3}}, {1, {1}}},             /* large scalar */
-    {{1, {BIG + 3}}, {1, {BIG + 3}}},       /* large same shape */
-    {{3, {64, 3, 1001}}, {3, {64, 1, 1}}},  /* large, inner broadcast */
+    {{1, {7}}, {1, {7}}},                  /* same shape, shorter than a vector */
+    {{1, {1}}, {1, {97}}},                 /* scalar on the left */
+    {{1, {97}}, {1, {1}}},                 /* scalar on the right */
+    {{2, {13, 1}}, {2, {1, 31}}},          /* outer product */
+    {{2, {31, 13}}, {1, {13}}},            /* row broadcast [N,C] + [C] */
+    {{1, {13}}, {2, {31, 13}}},            /* ... mirrored */
+    {{2, {31, 13}}, {2, {31, 1}}},         /* column broadcast */
+    {{4, {2, 3, 5, 7}}, {2, {5, 1}}},      /* rank mismatch */
+    {{3, {5, 1, 7}}, {2, {3, 1}}},         /* both broadcast */
+    {{2, {1, 1}}, {1, {1}}},               /* all ones */
+    {{3, {3, 1, 1}}, {3, {1, 4, 1}}},      /* ones in between */
+    {{2, {97, 31}}, {2, {97, 31}}},        /* primes */
+    {{2, {300, 1001}}, {1, {1001}}},       /* large row broadcast */
+    {{2, {300, 1001}}, {2, {300, 1}}},     /* large column broadcast */
+    {{1, {BIG + 3}}, {1, {1}}},            /* large scalar */
+    {{1, {BIG + 3}}, {1, {BIG + 3}}},      /* large same shape */
+    {{3, {64, 3, 1001}}, {3, {64, 1, 1}}}, /* large, inner broadcast */
 };
 
 /* EQ and GT need ties and both orders: draw from a few integers. */
@@ -371,8 +370,10 @@ static void test_binary(void **state) {
       pair a = binary_input(kind, &binary_shapes[i].a, 0);
       pair b = binary_input(kind, &binary_shapes[i].b, 1);
       pn_tensor *got = pn_binary(kind, a.cpu, b.cpu), *want = pn_binary(kind, a.ref, b.ref);
-      if (kind == PN_BINARY_EQ || kind == PN_BINARY_GT) expect_exact(got, want, what);
-      else expect_close(got, want, TOL, what);
+      if (kind == PN_BINARY_EQ || kind == PN_BINARY_GT)
+        expect_exact(got, want, what);
+      else
+        expect_close(got, want, TOL, what);
       pair_free(a);
       pair_free(b);
     }
@@ -410,8 +411,8 @@ static void test_huge_outputs(void **state) {
 
 static void test_matmul(void **state) {
   (void)state;
-  static const int64_t mkn[][3] = {{1, 1, 1},   {7, 13, 31},   {97, 31, 13},    {1, 97, 1},
-                                   {31, 1, 7},  {64, 128, 96}, {257, 129, 65}, {5, 300, 2}};
+  static const int64_t mkn[][3] = {{1, 1, 1},  {7, 13, 31},   {97, 31, 13},   {1, 97, 1},
+                                   {31, 1, 7}, {64, 128, 96}, {257, 129, 65}, {5, 300, 2}};
   for (size_t i = 0; i < COUNT(mkn); i++)
     for (int ta = 0; ta < 2; ta++)
       for (int tb = 0; tb < 2; tb++) {
@@ -454,8 +455,10 @@ static void check_reduce(const shape *s, uint32_t axes, float lo, float hi) {
                shape_str(s, sh, sizeof sh), axes, keep);
       pn_tensor *got = pn_reduce(kind, x.cpu, axes, keep);
       pn_tensor *want = pn_reduce(kind, x.ref, axes, keep);
-      if (kind == PN_REDUCE_MAX || kind == PN_REDUCE_MIN) expect_exact(got, want, what);
-      else expect_close(got, want, TOL, what);
+      if (kind == PN_REDUCE_MAX || kind == PN_REDUCE_MIN)
+        expect_exact(got, want, what);
+      else
+        expect_close(got, want, TOL, what);
     }
   pair_free(x);
 }
@@ -489,8 +492,8 @@ static void check_softmax(const shape *s, int axis, float lo, float hi) {
   snprintf(what, sizeof what, "softmax of %s axis %d in [%g, %g]", shape_str(s, sh, sizeof sh),
            axis, lo, hi);
   expect_close(pn_softmax(x.cpu, axis), pn_softmax(x.ref, axis), TOL, what);
-  snprintf(what, sizeof what, "log_softmax of %s axis %d in [%g, %g]",
-           shape_str(s, sh, sizeof sh), axis, lo, hi);
+  snprintf(what, sizeof what, "log_softmax of %s axis %d in [%g, %g]", shape_str(s, sh, sizeof sh),
+           axis, lo, hi);
   expect_close(pn_log_softmax(x.cpu, axis), pn_log_softmax(x.ref, axis), TOL, what);
   pair_free(x);
 }
@@ -521,13 +524,18 @@ int main(void) {
   const char *seed = getenv("PN_TEST_SEED");
   if (seed) rng = strtoull(seed, NULL, 10);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fill),          cmocka_unit_test(test_random),
+      cmocka_unit_test(test_fill),
+      cmocka_unit_test(test_random),
       cmocka_unit_test(test_random_thread_count),
-      cmocka_unit_test(test_copy_strided),  cmocka_unit_test(test_cast),
-      cmocka_unit_test(test_unary),         cmocka_unit_test(test_unary_specials),
-      cmocka_unit_test(test_binary),        cmocka_unit_test(test_huge_outputs),
+      cmocka_unit_test(test_copy_strided),
+      cmocka_unit_test(test_cast),
+      cmocka_unit_test(test_unary),
+      cmocka_unit_test(test_unary_specials),
+      cmocka_unit_test(test_binary),
+      cmocka_unit_test(test_huge_outputs),
       cmocka_unit_test(test_matmul),
-      cmocka_unit_test(test_matmul_views),  cmocka_unit_test(test_reduce),
+      cmocka_unit_test(test_matmul_views),
+      cmocka_unit_test(test_reduce),
       cmocka_unit_test(test_softmax),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -158,7 +158,7 @@ static void test_hooks(void **state) {
   assert_int_equal(pn_tensor_add_grad_hook(a, zero_grad_hook, &seen), PN_OK);
   pn_tensor *l = pn_sum_all(c);
   assert_int_equal(pn_backward(l, NULL), PN_OK);
-  assert_float_equal(seen, 1.0f, 0.0f);                               /* a's gradient */
+  assert_float_equal(seen, 1.0f, 0.0f);                                    /* a's gradient */
   assert_float_equal(pn_tensor_get_f32(pn_tensor_grad(x), 0), 5.0f, 0.0f); /* only b's path */
   assert_int_equal(n_forward_seen, 2); /* backward's own ops are not reported */
   pn_tensor *ts[] = {x, a, b, c, l};
@@ -192,16 +192,17 @@ static void test_random_streams(void **state) {
  * plain C conversion would be undefined. */
 static void test_saturating_casts(void **state) {
   (void)state;
-  float v[12] = {-1e10f, -300.0f, -1.7f, -0.5f, 0.5f, 1.7f, 254.9f, 300.0f, 1e10f, NAN,
-                 INFINITY, -INFINITY};
+  float v[12] = {-1e10f, -300.0f, -1.7f, -0.5f, 0.5f,     1.7f,
+                 254.9f, 300.0f,  1e10f, NAN,   INFINITY, -INFINITY};
   uint8_t want_u8[12] = {0, 0, 0, 0, 0, 1, 254, 255, 255, 0, 255, 0};
-  int32_t want_i32[12] = {INT32_MIN, -300, -1, 0, 0, 1, 254, 300, INT32_MAX, 0, INT32_MAX,
-                          INT32_MIN};
+  int32_t want_i32[12] = {INT32_MIN, -300, -1,        0, 0,         1,
+                          254,       300,  INT32_MAX, 0, INT32_MAX, INT32_MIN};
   int64_t s[1] = {12};
   const char *devices[2] = {"reference", "cpu"};
   for (int d = 0; d < 2; d++) {
     pn_tensor *x = tu_check(pn_tensor_from_host(tu_device(devices[d]), PN_F32, 1, s, v), "x");
-    pn_tensor *u = tu_check(pn_cast(x, PN_U8), "to u8"), *i = tu_check(pn_cast(x, PN_I32), "to i32");
+    pn_tensor *u = tu_check(pn_cast(x, PN_U8), "to u8"),
+              *i = tu_check(pn_cast(x, PN_I32), "to i32");
     uint8_t got_u8[12];
     int32_t got_i32[12];
     assert_int_equal(pn_tensor_read(u, got_u8, sizeof got_u8), PN_OK);

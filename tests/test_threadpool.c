@@ -36,7 +36,8 @@ typedef struct coverage {
 static void count_indexes(void *arg, int64_t begin, int64_t end, int worker) {
   coverage *c = arg;
   atomic_fetch_add(&c->calls, 1);
-  if (worker < 0 || worker >= c->size) atomic_fetch_add(&c->bad_worker, 1);
+  if (worker < 0 || worker >= c->size)
+    atomic_fetch_add(&c->bad_worker, 1);
   else if (atomic_fetch_or(&c->workers_seen, 1u << worker) & (1u << worker))
     atomic_fetch_add(&c->bad_worker, 1); /* the same worker index twice in one call */
   if (end - begin < c->grain) atomic_fetch_add(&c->too_small, 1);
@@ -55,8 +56,10 @@ static void check_coverage(pn_threadpool *p, int size, int64_t n, int64_t grain)
       fail_msg("size %d n %lld grain %lld: index %lld hit %d times", size, (long long)n,
                (long long)grain, (long long)i, atomic_load(&c.hits[i]));
   }
-  if (n == 0) assert_int_equal(atomic_load(&c.calls), 0);
-  else if (n <= g) assert_int_equal(atomic_load(&c.calls), 1);
+  if (n == 0)
+    assert_int_equal(atomic_load(&c.calls), 0);
+  else if (n <= g)
+    assert_int_equal(atomic_load(&c.calls), 1);
   assert_true(atomic_load(&c.calls) <= size);
   assert_true(atomic_load(&c.calls) <= (n > g ? n / g : 1));
   assert_int_equal(atomic_load(&c.bad_worker), 0);
@@ -319,8 +322,10 @@ static void test_topology_is_sane(void **state) {
 }
 
 static void with_env(const char *name, const char *value, pn_topology_info *info) {
-  if (value) setenv(name, value, 1);
-  else unsetenv(name);
+  if (value)
+    setenv(name, value, 1);
+  else
+    unsetenv(name);
   assert_int_equal(pn_topology_get(info), PN_OK);
 }
 
@@ -391,8 +396,10 @@ static void *bind_and_check(void *arg) {
     return NULL;
   }
   parse_cpu_list(pn_topology_core_cpus(0, cpus, sizeof cpus), &want);
-  if (pthread_getaffinity_np(pthread_self(), sizeof have, &have) != 0) *result = 2;
-  else *result = CPU_EQUAL(&want, &have) ? 0 : 3;
+  if (pthread_getaffinity_np(pthread_self(), sizeof have, &have) != 0)
+    *result = 2;
+  else
+    *result = CPU_EQUAL(&want, &have) ? 0 : 3;
   return NULL;
 }
 

@@ -57,4 +57,16 @@ for want in "Plugin       doubler" "Version      1.2.3" "$plugins/doubler.so" \
 done
 
 "$PN_TOP_BUILDDIR/tests/thirdparty_use" || fail "thirdparty_use"
+
+# The complete example in docs/PLUGINS.md must build and be found as written.
+docs=$tmp/docs
+mkdir "$docs" || fail "mkdir $docs"
+awk '/^```c$/ {on=1; next} /^```$/ {on=0} on' "$PN_TOP_SRCDIR/docs/PLUGINS.md" >"$docs/scaled_tanh.c"
+awk '/^```yaml$/ {on=1; next} /^```$/ {on=0} on' "$PN_TOP_SRCDIR/docs/PLUGINS.md" >"$docs/scaled_tanh.yaml"
+# shellcheck disable=SC2086
+(cd "$docs" && "$cc_cmd" -shared -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
+  -o scaled_tanh.so scaled_tanh.c $flags) || fail "compiling the example of docs/PLUGINS.md"
+PLUGNET_PLUGIN_PATH=$docs "$PN_TOP_BUILDDIR/core/cli/plugnet" inspect scaled_tanh >"$tmp/docs.out" 2>&1 ||
+  { cat "$tmp/docs.out"; fail "plugnet inspect scaled_tanh (docs/PLUGINS.md)"; }
+grep -q "gain" "$tmp/docs.out" || fail "the docs example's parameter 'gain' is not shown"
 echo "PASS: third-party plugin built, inspected and run"

@@ -18,8 +18,8 @@ static void print_device(const pn_device *d) {
   if (s == PN_OK)
     printf("%-12s %-10s available    %s\n", d->name, d->backend, desc);
   else
-    printf("%-12s %-10s unavailable: %s%s%s\n", d->name, d->backend,
-           *why ? why : pn_status_name(s), *desc ? "; " : "", desc);
+    printf("%-12s %-10s unavailable: %s%s%s\n", d->name, d->backend, *why ? why : pn_status_name(s),
+           *desc ? "; " : "", desc);
 }
 
 static void list_backend(const pn_feature_info *f) {

@@ -32,7 +32,8 @@ static int usage_error(const char *cmd, const char *usage) {
 int pn_cmd_plugins(int argc, char **argv) {
   const char *kind = NULL;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) kind = argv[++i];
+    if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc)
+      kind = argv[++i];
     else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       printf("usage: plugnet plugins [--kind KIND]\n"
              "Lists every feature the plugin manifests declare (no library is opened).\n");
@@ -109,14 +110,13 @@ static void print_feature(const pn_feature_info *f) {
     if ((l = (int)strlen(range)) > wrange) wrange = l;
   }
   printf("  Parameters:\n");
-  printf("    %-*s  %-*s  %-*s  %-*s  %s\n", wname, "NAME", wtype, "TYPE", wdef, "DEFAULT",
-         wrange, "RANGE/CHOICES", "DOC");
+  printf("    %-*s  %-*s  %-*s  %-*s  %s\n", wname, "NAME", wtype, "TYPE", wdef, "DEFAULT", wrange,
+         "RANGE/CHOICES", "DOC");
   for (int i = 0; i < f->n_params; i++) {
     const pn_param_schema *p = &f->params[i];
     range_text(p, range, sizeof range);
     printf("    %-*s  %-*s  %-*s  %-*s  %s\n", wname, p->name, wtype, type_text(p->type), wdef,
-           p->default_value ? p->default_value : "(required)", wrange, range,
-           p->doc ? p->doc : "");
+           p->default_value ? p->default_value : "(required)", wrange, range, p->doc ? p->doc : "");
   }
 }
 

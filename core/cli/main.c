@@ -20,14 +20,17 @@ static const command commands[] = {
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 int pn_cli_fail(const char *context) {
-  if (context) fprintf(stderr, "plugnet: %s: %s\n", context, pn_last_error());
-  else fprintf(stderr, "plugnet: %s\n", pn_last_error());
+  if (context)
+    fprintf(stderr, "plugnet: %s: %s\n", context, pn_last_error());
+  else
+    fprintf(stderr, "plugnet: %s\n", pn_last_error());
   return 1;
 }
 
 static void usage(FILE *to) {
   fprintf(to, "usage: plugnet COMMAND [ARGS]\n\ncommands:\n");
-  for (int i = 0; i < N_COMMANDS; i++) fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].help);
+  for (int i = 0; i < N_COMMANDS; i++)
+    fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].help);
   fprintf(to, "\nenvironment: PLUGNET_PLUGIN_PATH, PLUGNET_LOG=debug|info|warn|error, "
               "PLUGNET_THREADS, PLUGNET_BACKEND\n");
 }
@@ -52,7 +55,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
   }
   const char *near = pn_suggest(cmd, names, N_COMMANDS);
-  if (near) fprintf(stderr, "plugnet: unknown command '%s' (did you mean '%s'?)\n", cmd, near);
-  else fprintf(stderr, "plugnet: unknown command '%s'; see 'plugnet --help'\n", cmd);
+  if (near)
+    fprintf(stderr, "plugnet: unknown command '%s' (did you mean '%s'?)\n", cmd, near);
+  else
+    fprintf(stderr, "plugnet: unknown command '%s'; see 'plugnet --help'\n", cmd);
   return 2;
 }

@@ -28,8 +28,7 @@ static void destroy(pn_layer *l) {
   pn_layer_set_state(l, NULL);
 }
 
-static const pn_layer_iface doubler_iface = {sizeof(pn_layer_iface), build, forward, destroy,
-                                             {0}};
+static const pn_layer_iface doubler_iface = {sizeof(pn_layer_iface), build, forward, destroy, {0}};
 
 static pn_status init(pn_plugin_ctx *ctx) {
   return pn_plugin_add_layer(ctx, "doubler", &doubler_iface);

@@ -34,11 +34,11 @@ int pn_tape_size(void);
 typedef struct pn_backward_ctx {
   pn_tensor *const *in;
   int n_in;
-  pn_tensor *out;           /* may be NULL if the caller dropped it, unless saved */
+  pn_tensor *out; /* may be NULL if the caller dropped it, unless saved */
   pn_tensor *const *saved;
   int n_saved;
   const int *needs_grad;
-  const void *params;       /* copy of the op's parameters */
+  const void *params; /* copy of the op's parameters */
 } pn_backward_ctx;
 typedef pn_status (*pn_backward_fn)(const pn_backward_ctx *c, pn_tensor *gout, pn_tensor **gin);
 
@@ -56,8 +56,8 @@ typedef pn_tensor *(*pn_grad_hook_fn)(pn_tensor *t, pn_tensor *grad, void *user)
 pn_status pn_tensor_add_grad_hook(pn_tensor *t, pn_grad_hook_fn fn, void *user);
 
 /* A forward hook sees every op recorded or not, after it ran. */
-typedef void (*pn_forward_hook_fn)(const char *op, pn_tensor *const *in, int n_in,
-                                   pn_tensor *out, void *user);
+typedef void (*pn_forward_hook_fn)(const char *op, pn_tensor *const *in, int n_in, pn_tensor *out,
+                                   void *user);
 int pn_add_forward_hook(pn_forward_hook_fn fn, void *user); /* returns a handle */
 void pn_remove_forward_hook(int handle);
 

@@ -23,19 +23,19 @@ typedef struct pn_device_iface {
   /* Needed only when host_ptr is NULL. */
   pn_status (*upload)(void *ctx, void *dst, size_t dst_off, const void *src, size_t n);
   pn_status (*download)(void *ctx, void *dst, const void *src, size_t src_off, size_t n);
-  pn_status (*synchronize)(void *ctx);           /* optional */
-  pn_status (*set_threads)(void *ctx, int n);    /* optional */
-  int (*threads)(void *ctx);                     /* optional */
+  pn_status (*synchronize)(void *ctx);        /* optional */
+  pn_status (*set_threads)(void *ctx, int n); /* optional */
+  int (*threads)(void *ctx);                  /* optional */
   /* One line for `plugnet backends`, e.g. the BLAS and the threads. Optional. */
   void (*describe)(void *ctx, char *buf, size_t n);
-  void (*destroy)(void *ctx);                    /* optional, on unload */
+  void (*destroy)(void *ctx); /* optional, on unload */
   void *reserved[8];
 } pn_device_iface;
 
 struct pn_device {
   char name[32];    /* "cpu", "cuda:0" */
   char backend[32]; /* "cpu", "cuda": kernels are registered per backend */
-  int backend_id; /* index into the kernel tables, set by the core */
+  int backend_id;   /* index into the kernel tables, set by the core */
   const pn_device_iface *iface;
   void *ctx;
 };

@@ -40,10 +40,10 @@ typedef enum pn_unary_kind {
   PN_UNARY_SQUARE,
   PN_UNARY_RECIP,
   PN_UNARY_RELU,
-  PN_UNARY_STEP,    /* 1 where x > 0, else 0 (ReLU's derivative) */
+  PN_UNARY_STEP, /* 1 where x > 0, else 0 (ReLU's derivative) */
   PN_UNARY_SIGMOID,
   PN_UNARY_TANH,
-  PN_UNARY_AFFINE,  /* p.alpha * x + p.beta */
+  PN_UNARY_AFFINE, /* p.alpha * x + p.beta */
   PN_UNARY_COUNT
 } pn_unary_kind;
 

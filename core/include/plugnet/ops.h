@@ -21,8 +21,8 @@ pn_tensor *pn_zeros_like(const pn_tensor *t);
 pn_tensor *pn_ones_like(const pn_tensor *t);
 pn_tensor *pn_rand_uniform(pn_device *dev, int ndim, const int64_t *shape, double lo, double hi,
                            uint64_t seed, uint64_t counter);
-pn_tensor *pn_rand_normal(pn_device *dev, int ndim, const int64_t *shape, double mean,
-                          double std, uint64_t seed, uint64_t counter);
+pn_tensor *pn_rand_normal(pn_device *dev, int ndim, const int64_t *shape, double mean, double std,
+                          uint64_t seed, uint64_t counter);
 pn_tensor *pn_rand_bernoulli(pn_device *dev, int ndim, const int64_t *shape, double p,
                              uint64_t seed, uint64_t counter);
 
@@ -71,7 +71,7 @@ pn_tensor *pn_log_softmax(pn_tensor *x, int axis);
 
 /* Shape and layout. */
 pn_tensor *pn_reshape(pn_tensor *x, int ndim, const int64_t *shape); /* one -1 allowed */
-pn_tensor *pn_transpose(pn_tensor *x, int d0, int d1); /* a view */
+pn_tensor *pn_transpose(pn_tensor *x, int d0, int d1);               /* a view */
 pn_tensor *pn_contiguous(pn_tensor *x);
 pn_tensor *pn_cast(pn_tensor *x, pn_dtype dt);
 pn_tensor *pn_copy(pn_tensor *x);

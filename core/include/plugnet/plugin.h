@@ -45,10 +45,16 @@ typedef struct pn_plugin_desc {
   const void *reserved[8];
 } pn_plugin_desc;
 
-#define PN_PLUGIN_DEFINE(name_, version_, init_, fini_)                                  \
-  PN_EXPORT const pn_plugin_desc pn_plugin_descriptor = {                               \
-      PN_ABI_MAJOR, PN_ABI_MINOR, (uint32_t)sizeof(pn_plugin_desc), 0, (name_), (version_), \
-      (init_), (fini_), {0}}
+#define PN_PLUGIN_DEFINE(name_, version_, init_, fini_)                                            \
+  PN_EXPORT const pn_plugin_desc pn_plugin_descriptor = {PN_ABI_MAJOR,                             \
+                                                         PN_ABI_MINOR,                             \
+                                                         (uint32_t)sizeof(pn_plugin_desc),         \
+                                                         0,                                        \
+                                                         (name_),                                  \
+                                                         (version_),                               \
+                                                         (init_),                                  \
+                                                         (fini_),                                  \
+                                                         {0}}
 
 /* Registration, only from init. `feature` must be declared in the manifest
  * with the matching kind. */

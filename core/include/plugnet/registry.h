@@ -27,9 +27,9 @@ struct pn_feature_info {
 };
 
 struct pn_manifest {
-  char *path;        /* the manifest file */
-  char *plugin;      /* the plugin's name */
-  char *library;     /* absolute path of the shared object */
+  char *path;    /* the manifest file */
+  char *plugin;  /* the plugin's name */
+  char *library; /* absolute path of the shared object */
   int abi_major, abi_minor;
   char *version;
   char *description;

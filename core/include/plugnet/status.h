@@ -8,7 +8,7 @@ extern "C" {
 
 typedef enum pn_status {
   PN_OK = 0,
-  PN_ERR_INVALID,     /* a bad argument or value */
+  PN_ERR_INVALID, /* a bad argument or value */
   PN_ERR_NOMEM,
   PN_ERR_IO,          /* a file could not be read or written */
   PN_ERR_PARSE,       /* malformed YAML, JSON or binary format */
@@ -39,10 +39,10 @@ const char *pn_last_error(void);
 void pn_clear_error(void);
 const char *pn_status_name(pn_status s);
 
-#define PN_TRY(expr)                      \
-  do {                                    \
-    pn_status pn_try_s_ = (expr);         \
-    if (pn_try_s_ != PN_OK) return pn_try_s_; \
+#define PN_TRY(expr)                                                                               \
+  do {                                                                                             \
+    pn_status pn_try_s_ = (expr);                                                                  \
+    if (pn_try_s_ != PN_OK) return pn_try_s_;                                                      \
   } while (0)
 
 #ifdef __cplusplus

@@ -17,8 +17,7 @@
 
 static pni_cpu_ctx cpu_state;
 
-static pn_status cpu_probe(void *ctx, char *why, size_t why_len)
-{
+static pn_status cpu_probe(void *ctx, char *why, size_t why_len) {
   (void)ctx;
   if (why && why_len) why[0] = '\0';
   return PN_OK;
@@ -43,16 +42,14 @@ static struct {
   size_t total;
 } block_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
 
-static size_t block_size(const void *base)
-{
+static size_t block_size(const void *base) {
   size_t n;
   memcpy(&n, base, sizeof n);
   return n;
 }
 
 /* The smallest cached block that holds `size` without wasting a third. */
-static void *cache_take(size_t size)
-{
+static void *cache_take(size_t size) {
   pthread_mutex_lock(&block_cache.lock);
   int best = -1;
   for (int i = 0; i < CACHE_SLOTS; i++) {
@@ -71,8 +68,7 @@ static void *cache_take(size_t size)
 }
 
 /* Keeps a large block, dropping cached ones until it fits the budget. */
-static int cache_put(void *base)
-{
+static int cache_put(void *base) {
   size_t size = block_size(base);
   if (size < CACHE_MIN_BYTES || size > CACHE_MAX_BYTES) return 0;
   pthread_mutex_lock(&block_cache.lock);
@@ -93,8 +89,7 @@ static int cache_put(void *base)
   return 1;
 }
 
-static void cache_clear(void)
-{
+static void cache_clear(void) {
   pthread_mutex_lock(&block_cache.lock);
   for (int i = 0; i < CACHE_SLOTS; i++) {
     free(block_cache.base[i]);
@@ -104,8 +99,7 @@ static void cache_clear(void)
   pthread_mutex_unlock(&block_cache.lock);
 }
 
-static void *cpu_alloc(void *ctx, size_t bytes)
-{
+static void *cpu_alloc(void *ctx, size_t bytes) {
   (void)ctx;
   if (bytes > SIZE_MAX - 2 * HEADER) return NULL;
   size_t size = (bytes + 63) / 64 * 64 + HEADER;
@@ -118,28 +112,24 @@ static void *cpu_alloc(void *ctx, size_t bytes)
   return base + HEADER;
 }
 
-static void cpu_free(void *ctx, void *mem)
-{
+static void cpu_free(void *ctx, void *mem) {
   (void)ctx;
   if (!mem) return;
   char *base = (char *)mem - HEADER;
   if (!cache_put(base)) free(base);
 }
 
-static void *cpu_host_ptr(void *ctx, void *mem)
-{
+static void *cpu_host_ptr(void *ctx, void *mem) {
   (void)ctx;
   return mem;
 }
 
-static int cpu_threads(void *ctx)
-{
+static int cpu_threads(void *ctx) {
   const pni_cpu_ctx *c = ctx;
   return c->pool ? pn_threadpool_size(c->pool) : 1;
 }
 
-static void cpu_release_pool(pni_cpu_ctx *c)
-{
+static void cpu_release_pool(pni_cpu_ctx *c) {
   if (c->own_pool) pn_threadpool_free(c->pool);
   c->pool = NULL;
   c->own_pool = 0;
@@ -149,8 +139,7 @@ static void cpu_release_pool(pni_cpu_ctx *c)
  * or PLUGNET_THREADS). Otherwise an own pool of n, placed as the topology
  * says; the old pool goes only once the new one exists, so a failure leaves
  * the device as it was. Not to be called while ops run on the device. */
-static pn_status cpu_set_threads(void *ctx, int n)
-{
+static pn_status cpu_set_threads(void *ctx, int n) {
   pni_cpu_ctx *c = ctx;
   pn_threadpool *pool = NULL;
   if (n <= 0) {
@@ -170,8 +159,7 @@ static pn_status cpu_set_threads(void *ctx, int n)
 
 /* openblas_get_config() reads "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY
  * Zen MAX_THREADS=64": the first two words are the name and version. */
-static void split_blas_config(char *version, size_t vn, const char **rest)
-{
+static void split_blas_config(char *version, size_t vn, const char **rest) {
   const char *cfg = openblas_get_config();
   const char *sp = cfg ? strchr(cfg, ' ') : NULL;
   if (sp) sp = strchr(sp + 1, ' ');
@@ -182,8 +170,7 @@ static void split_blas_config(char *version, size_t vn, const char **rest)
 
 /* The pool pins workers 1..n-1 to cores 1..n-1; worker 0 is the calling
  * thread, left unpinned so that threads it starts later are not confined. */
-static void describe_cores(char *buf, size_t n, int threads)
-{
+static void describe_cores(char *buf, size_t n, int threads) {
   size_t used = strlen(buf);
   for (int i = 1; i < threads && used + 1 < n; i++) {
     char cpus[64];
@@ -194,8 +181,7 @@ static void describe_cores(char *buf, size_t n, int threads)
   if (used + 1 < n) snprintf(buf + used, n - used, " (worker 0 is the caller, unpinned)");
 }
 
-static void cpu_describe(void *ctx, char *buf, size_t n)
-{
+static void cpu_describe(void *ctx, char *buf, size_t n) {
   if (!n) return;
   int threads = cpu_threads(ctx);
   char version[64];
@@ -204,12 +190,13 @@ static void cpu_describe(void *ctx, char *buf, size_t n)
   pn_topology_info info;
   int bound = threads > 1 && pn_topology_get(&info) == PN_OK && info.bound;
   snprintf(buf, n, "%s (%s), %d thread%s%s", version, rest, threads, threads == 1 ? "" : "s",
-           bound ? " bound to cores " : threads > 1 ? ", not bound to cores" : "");
+           bound         ? " bound to cores "
+           : threads > 1 ? ", not bound to cores"
+                         : "");
   if (bound) describe_cores(buf, n, threads);
 }
 
-static void cpu_destroy(void *ctx)
-{
+static void cpu_destroy(void *ctx) {
   cpu_release_pool(ctx);
   cache_clear();
 }
@@ -226,16 +213,19 @@ static const pn_device_iface cpu_iface = {
     .destroy = cpu_destroy,
 };
 
-static pn_status cpu_init(pn_plugin_ctx *ctx)
-{
+static pn_status cpu_init(pn_plugin_ctx *ctx) {
   static const struct {
     int op;
     pn_kernel_fn fn;
   } kernels[] = {
-      {PN_OP_FILL, pni_cpu_fill},         {PN_OP_RANDOM, pni_cpu_random},
-      {PN_OP_COPY, pni_cpu_copy},         {PN_OP_UNARY, pni_cpu_unary},
-      {PN_OP_BINARY, pni_cpu_binary},     {PN_OP_MATMUL, pni_cpu_matmul},
-      {PN_OP_REDUCE, pni_cpu_reduce},     {PN_OP_SOFTMAX, pni_cpu_softmax},
+      {PN_OP_FILL, pni_cpu_fill},
+      {PN_OP_RANDOM, pni_cpu_random},
+      {PN_OP_COPY, pni_cpu_copy},
+      {PN_OP_UNARY, pni_cpu_unary},
+      {PN_OP_BINARY, pni_cpu_binary},
+      {PN_OP_MATMUL, pni_cpu_matmul},
+      {PN_OP_REDUCE, pni_cpu_reduce},
+      {PN_OP_SOFTMAX, pni_cpu_softmax},
       {PN_OP_LOG_SOFTMAX, pni_cpu_log_softmax},
   };
   memset(&cpu_state, 0, sizeof cpu_state);
@@ -249,8 +239,7 @@ static pn_status cpu_init(pn_plugin_ctx *ctx)
   return PN_OK;
 }
 
-static void cpu_fini(void)
-{
+static void cpu_fini(void) {
   cpu_release_pool(&cpu_state);
   cache_clear();
 }

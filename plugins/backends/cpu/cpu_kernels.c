@@ -20,7 +20,7 @@
 
 #include "cpu_kernels.h"
 
-#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define HOT    __attribute__((target_clones("avx512f", "avx2", "default")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* Elements per slice handed to a worker: large enough that waking it costs
@@ -29,8 +29,7 @@
 enum { ELEM_GRAIN = 1 << 15, MATH_GRAIN = 1 << 12, RANDOM_GRAIN = 1 << 11 };
 
 void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn,
-                      void *arg)
-{
+                      void *arg) {
   if (grain < 1) grain = 1;
   if (n < 2 * grain || !c || !c->pool || pn_threadpool_size(c->pool) < 2) {
     if (n > 0) fn(arg, 0, n, 0);
@@ -51,28 +50,24 @@ void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_paralle
 static int64_t stream_min_bytes = 8 << 20;
 enum { STREAM_BLOCK = 1024 }; /* floats computed in L1 before streaming out */
 
-void pni_cpu_kernels_init(void)
-{
+void pni_cpu_kernels_init(void) {
   long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
   /* Virtual machines may report the whole host's cache: cap what we trust. */
   if (llc > 64L << 20) llc = 64L << 20;
   if (llc / 2 > stream_min_bytes) stream_min_bytes = llc / 2;
 }
 
-static int stream_output(int64_t n_floats)
-{
+static int stream_output(int64_t n_floats) {
   return HAVE_STREAM && n_floats * (int64_t)sizeof(float) >= stream_min_bytes;
 }
 
 /* Elements to write normally before dst is 16-byte aligned for movntps. */
-static int64_t stream_head(const float *dst, int64_t n)
-{
+static int64_t stream_head(const float *dst, int64_t n) {
   int64_t h = (int64_t)((16 - ((uintptr_t)dst & 15)) & 15) / (int64_t)sizeof(float);
   return h < n ? h : n;
 }
 
-static void stream_copy(float *restrict dst, const float *restrict src, int64_t n)
-{
+static void stream_copy(float *restrict dst, const float *restrict src, int64_t n) {
   int64_t i = stream_head(dst, n);
   memcpy(dst, src, (size_t)i * sizeof *dst);
 #if HAVE_STREAM
@@ -81,8 +76,7 @@ static void stream_copy(float *restrict dst, const float *restrict src, int64_t 
   for (; i < n; i++) dst[i] = src[i];
 }
 
-static void stream_fill(float *dst, float v, int64_t n)
-{
+static void stream_fill(float *dst, float v, int64_t n) {
   int64_t i = 0;
   for (; i < stream_head(dst, n); i++) dst[i] = v;
 #if HAVE_STREAM
@@ -94,32 +88,23 @@ static void stream_fill(float *dst, float v, int64_t n)
 
 /* Non-temporal stores are weakly ordered: fence them before the pool
  * reports the slice done, or another thread could read stale data. */
-static void stream_fence(void)
-{
+static void stream_fence(void) {
 #if HAVE_STREAM
   _mm_sfence();
 #endif
 }
 
-static int64_t min64(int64_t a, int64_t b)
-{
-  return a < b ? a : b;
-}
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static int64_t max64(int64_t a, int64_t b)
-{
-  return a > b ? a : b;
-}
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static pn_status unsupported(const pn_op_args *a, const pn_tensor *t)
-{
+static pn_status unsupported(const pn_op_args *a, const pn_tensor *t) {
   return pn_error(PN_ERR_UNSUPPORTED, "cpu: op %s: dtype %s not supported", pn_op_name(a->op),
                   pn_dtype_name(t->dtype));
 }
 
 /* Every input and the output f32; else the op is left to another backend. */
-static pn_status require_f32(const pn_op_args *a)
-{
+static pn_status require_f32(const pn_op_args *a) {
   for (int i = 0; i < a->n_in; i++)
     if (a->in[i]->dtype != PN_F32) return unsupported(a, a->in[i]);
   if (a->out->dtype != PN_F32) return unsupported(a, a->out);
@@ -128,8 +113,7 @@ static pn_status require_f32(const pn_op_args *a)
 
 /* ------------------------------------------------------------ math */
 
-INLINE float bits_to_float(uint32_t u)
-{
+INLINE float bits_to_float(uint32_t u) {
   union {
     uint32_t u;
     float f;
@@ -141,15 +125,14 @@ INLINE float bits_to_float(uint32_t u)
  * n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to degree 7
  * (truncation error < 1e-8), 2^n applied in two halves so that results near
  * overflow and in the subnormal range come out right. */
-INLINE float exp_approx(float x)
-{
+INLINE float exp_approx(float x) {
   float xs = x == x ? x : 0.0f;
   xs = xs < -110.0f ? -110.0f : xs;
   xs = xs > 89.0f ? 89.0f : xs;
   /* Adding 1.5 * 2^23 rounds to an integer in the mantissa. */
   float n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = xs - n * 0.693145751953125f; /* ln2's top bits: n * hi is exact */
-  r = r - n * 1.42860682030941723e-6f;  /* the rest of ln2 */
+  r = r - n * 1.42860682030941723e-6f;   /* the rest of ln2 */
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -168,8 +151,7 @@ INLINE float exp_approx(float x)
 
 /* tanh from e^(-2|x|) (no cancellation for large |x|), and its odd series
  * near 0, where 1 - t loses the relative precision of small results. */
-INLINE float tanh_approx(float x)
-{
+INLINE float tanh_approx(float x) {
   float ax = fabsf(x);
   float t = exp_approx(-2.0f * ax);
   float big = (1.0f - t) / (1.0f + t);
@@ -180,18 +162,15 @@ INLINE float tanh_approx(float x)
 
 /* ------------------------------------------------------------ fill */
 
-HOT static void fill_f32(float *restrict p, float v, int64_t n)
-{
+HOT static void fill_f32(float *restrict p, float v, int64_t n) {
   for (int64_t i = 0; i < n; i++) p[i] = v;
 }
 
-HOT static void fill_i32(int32_t *restrict p, int32_t v, int64_t n)
-{
+HOT static void fill_i32(int32_t *restrict p, int32_t v, int64_t n) {
   for (int64_t i = 0; i < n; i++) p[i] = v;
 }
 
-HOT static void fill_i64(int64_t *restrict p, int64_t v, int64_t n)
-{
+HOT static void fill_i64(int64_t *restrict p, int64_t v, int64_t n) {
   for (int64_t i = 0; i < n; i++) p[i] = v;
 }
 
@@ -202,9 +181,7 @@ typedef struct fill_job {
   int stream;
 } fill_job;
 
-
-static void fill_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void fill_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const fill_job *j = arg;
   switch (j->dt) {
@@ -223,8 +200,7 @@ static void fill_range(void *arg, int64_t b, int64_t e, int worker)
   }
 }
 
-pn_status pni_cpu_fill(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_fill(void *dctx, const pn_op_args *a) {
   pn_tensor *o = a->out;
   if (o->dtype != PN_F32 && o->dtype != PN_I32 && o->dtype != PN_I64 && o->dtype != PN_U8)
     return unsupported(a, o);
@@ -243,8 +219,7 @@ typedef struct random_job {
 
 /* Element i's value depends only on (seed, counter + i), so any split of the
  * range over any number of workers gives the same tensor. */
-static void random_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void random_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const random_job *j = arg;
   const pn_op_params *p = j->prm;
@@ -252,8 +227,7 @@ static void random_range(void *arg, int64_t b, int64_t e, int worker)
     j->p[i] = pn_random_value(p->kind, p->alpha, p->beta, p->seed, p->counter + (uint64_t)i);
 }
 
-pn_status pni_cpu_random(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_random(void *dctx, const pn_op_args *a) {
   if (a->out->dtype != PN_F32) return unsupported(a, a->out);
   random_job j = {pn_tensor_data(a->out), &a->p};
   pni_cpu_parallel(dctx, pn_tensor_numel(a->out), RANDOM_GRAIN, random_range, &j);
@@ -271,8 +245,7 @@ typedef struct walk {
   int64_t st[2][PN_MAX_DIMS]; /* in elements; 0 for a broadcast dimension */
 } walk;
 
-static int walk_mergeable(const walk *w, int outer, int d)
-{
+static int walk_mergeable(const walk *w, int outer, int d) {
   for (int i = 0; i < w->n_in; i++)
     if (w->st[i][outer] != w->st[i][d] * w->shape[d]) return 0;
   return 1;
@@ -280,8 +253,7 @@ static int walk_mergeable(const walk *w, int outer, int d)
 
 /* Drops size-1 dimensions and merges neighbours that are contiguous with
  * each other in every input (the output always is). */
-static void walk_collapse(walk *w)
-{
+static void walk_collapse(walk *w) {
   int nd = 0;
   for (int d = 0; d < w->ndim; d++) {
     if (w->shape[d] == 1) continue;
@@ -306,8 +278,7 @@ static void walk_collapse(walk *w)
  * dimension: out_off is the output's offset, in_off each input's. */
 typedef void (*segment_fn)(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n);
 
-static void walk_range(const walk *w, int64_t b, int64_t e, segment_fn seg, void *ctx)
-{
+static void walk_range(const walk *w, int64_t b, int64_t e, segment_fn seg, void *ctx) {
   int last = w->ndim - 1;
   int64_t idx[PN_MAX_DIMS], off[2] = {0, 0}, rem = b;
   for (int d = last; d >= 0; d--) {
@@ -324,8 +295,7 @@ static void walk_range(const walk *w, int64_t b, int64_t e, segment_fn seg, void
     for (int d = last; d > 0 && idx[d] == w->shape[d]; d--) {
       idx[d] = 0;
       idx[d - 1]++;
-      for (int i = 0; i < w->n_in; i++)
-        off[i] += w->st[i][d - 1] - w->shape[d] * w->st[i][d];
+      for (int i = 0; i < w->n_in; i++) off[i] += w->st[i][d - 1] - w->shape[d] * w->st[i][d];
     }
   }
 }
@@ -338,21 +308,19 @@ typedef void (*cast_kernel)(void *restrict dst, const void *restrict src, int64_
 /* One loop per (source, destination) dtype pair, each converting exactly as
  * the reference does: plain C conversion, except float to integer, which
  * saturates (pn_float_to_int) where C would be undefined. */
-#define CAST_LOOP(name, ST, DT, CONV)                                                  \
-  HOT static void name(void *restrict dst, const void *restrict src, int64_t stride, \
-                       int64_t n)                                                    \
-  {                                                                                  \
-    DT *restrict d = dst;                                                            \
-    const ST *restrict s = src;                                                      \
-    if (stride == 1)                                                                 \
-      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i]);                             \
-    else                                                                             \
-      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i * stride]);                    \
+#define CAST_LOOP(name, ST, DT, CONV)                                                              \
+  HOT static void name(void *restrict dst, const void *restrict src, int64_t stride, int64_t n) {  \
+    DT *restrict d = dst;                                                                          \
+    const ST *restrict s = src;                                                                    \
+    if (stride == 1)                                                                               \
+      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i]);                                           \
+    else                                                                                           \
+      for (int64_t i = 0; i < n; i++) d[i] = CONV(s[i * stride]);                                  \
   }
 #define CAST_KERNEL(name, ST, DT) CAST_LOOP(name, ST, DT, (DT))
-#define TO_I32(v) (int32_t)pn_float_to_int((v), INT32_MIN, INT32_MAX)
-#define TO_I64(v) pn_float_to_int((v), INT64_MIN, INT64_MAX)
-#define TO_U8(v) (uint8_t)pn_float_to_int((v), 0, 255)
+#define TO_I32(v)                 (int32_t) pn_float_to_int((v), INT32_MIN, INT32_MAX)
+#define TO_I64(v)                 pn_float_to_int((v), INT64_MIN, INT64_MAX)
+#define TO_U8(v)                  (uint8_t) pn_float_to_int((v), 0, 255)
 
 CAST_KERNEL(cast_f32_f32, float, float)
 CAST_LOOP(cast_f32_i32, float, int32_t, TO_I32)
@@ -387,15 +355,13 @@ typedef struct copy_job {
   cast_kernel kern;
 } copy_job;
 
-static void copy_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n)
-{
+static void copy_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n) {
   const copy_job *j = ctx;
   j->kern(j->dst + (size_t)out_off * j->dst_size, j->src + (size_t)in_off[0] * j->src_size,
           j->w.st[0][j->w.ndim - 1], n);
 }
 
-static void copy_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void copy_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   copy_job *j = arg;
   walk_range(&j->w, b, e, copy_segment, j);
@@ -406,20 +372,17 @@ typedef struct memcpy_job {
   const char *src;
 } memcpy_job;
 
-static void memcpy_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void memcpy_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const memcpy_job *j = arg;
   memcpy(j->dst + b, j->src + b, (size_t)(e - b));
 }
 
-static int cast_dtype(pn_dtype dt)
-{
+static int cast_dtype(pn_dtype dt) {
   return dt == PN_F32 || dt == PN_I32 || dt == PN_I64 || dt == PN_U8;
 }
 
-pn_status pni_cpu_copy(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_copy(void *dctx, const pn_op_args *a) {
   const pn_tensor *x = a->in[0];
   pn_tensor *o = a->out;
   if (!cast_dtype(x->dtype)) return unsupported(a, x);
@@ -434,8 +397,10 @@ pn_status pni_cpu_copy(void *dctx, const pn_op_args *a)
     pni_cpu_parallel(dctx, bytes, 4 * ELEM_GRAIN, memcpy_range, &m);
     return PN_OK;
   }
-  copy_job j = {.src = pn_tensor_data(x), .dst = pn_tensor_data(o),
-                .src_size = pn_dtype_size(x->dtype), .dst_size = pn_dtype_size(o->dtype),
+  copy_job j = {.src = pn_tensor_data(x),
+                .dst = pn_tensor_data(o),
+                .src_size = pn_dtype_size(x->dtype),
+                .dst_size = pn_dtype_size(o->dtype),
                 .kern = cast_table[x->dtype][o->dtype]};
   j.w.ndim = x->ndim;
   j.w.n_in = 1;
@@ -453,16 +418,15 @@ pn_status pni_cpu_copy(void *dctx, const pn_op_args *a)
 typedef void (*unary_kernel)(float *restrict o, const float *restrict x, int64_t n, float alpha,
                              float beta);
 
-#define UNARY_KERNEL(name, expr)                                                          \
-  HOT static void name(float *restrict o, const float *restrict in, int64_t n, float alpha, \
-                       float beta)                                                        \
-  {                                                                                       \
-    (void)alpha;                                                                          \
-    (void)beta;                                                                           \
-    for (int64_t i = 0; i < n; i++) {                                                     \
-      float x = in[i];                                                                    \
-      o[i] = (expr);                                                                      \
-    }                                                                                     \
+#define UNARY_KERNEL(name, expr)                                                                   \
+  HOT static void name(float *restrict o, const float *restrict in, int64_t n, float alpha,        \
+                       float beta) {                                                               \
+    (void)alpha;                                                                                   \
+    (void)beta;                                                                                    \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      float x = in[i];                                                                             \
+      o[i] = (expr);                                                                               \
+    }                                                                                              \
   }
 
 UNARY_KERNEL(unary_neg, -x)
@@ -471,13 +435,13 @@ UNARY_KERNEL(unary_sign, (float)((x > 0.0f) - (x < 0.0f)))
 UNARY_KERNEL(unary_exp, exp_approx(x))
 UNARY_KERNEL(unary_log, logf(x))
 UNARY_KERNEL(unary_sqrt, sqrtf(x))
-UNARY_KERNEL(unary_square, x * x)
+UNARY_KERNEL(unary_square, x *x)
 UNARY_KERNEL(unary_recip, 1.0f / x)
 UNARY_KERNEL(unary_relu, x > 0.0f ? x : 0.0f)
 UNARY_KERNEL(unary_step, x > 0.0f ? 1.0f : 0.0f)
 UNARY_KERNEL(unary_sigmoid, 1.0f / (1.0f + exp_approx(-x)))
 UNARY_KERNEL(unary_tanh, tanh_approx(x))
-UNARY_KERNEL(unary_affine, alpha * x + beta)
+UNARY_KERNEL(unary_affine, alpha *x + beta)
 
 static const unary_kernel unary_table[PN_UNARY_COUNT] = {
     [PN_UNARY_NEG] = unary_neg,         [PN_UNARY_ABS] = unary_abs,
@@ -497,8 +461,7 @@ typedef struct unary_job {
   int stream;
 } unary_job;
 
-static void unary_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void unary_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const unary_job *j = arg;
   if (!j->stream) {
@@ -514,21 +477,19 @@ static void unary_range(void *arg, int64_t b, int64_t e, int worker)
   stream_fence();
 }
 
-static int unary_is_cheap(int kind)
-{
+static int unary_is_cheap(int kind) {
   return kind != PN_UNARY_EXP && kind != PN_UNARY_LOG && kind != PN_UNARY_SIGMOID &&
          kind != PN_UNARY_TANH;
 }
 
-pn_status pni_cpu_unary(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_unary(void *dctx, const pn_op_args *a) {
   PN_TRY(require_f32(a));
   int kind = a->p.kind;
   if (kind < 0 || kind >= PN_UNARY_COUNT)
     return pn_error(PN_ERR_UNSUPPORTED, "cpu: unary kind %d unknown", kind);
   int64_t n = pn_tensor_numel(a->out);
   unary_job j = {unary_table[kind], pn_tensor_data(a->out), pn_tensor_data(a->in[0]),
-                 (float)a->p.alpha, (float)a->p.beta, stream_output(n)};
+                 (float)a->p.alpha, (float)a->p.beta,       stream_output(n)};
   if (n < 2 * MATH_GRAIN) {
     j.kern(j.o, j.x, n, j.alpha, j.beta);
     return PN_OK;
@@ -540,40 +501,37 @@ pn_status pni_cpu_unary(void *dctx, const pn_op_args *a)
 /* ------------------------------------------------------------ binary */
 
 /* vv: both inputs run along the output; vs: b is one value; sv: a is. */
-typedef void (*binary_kernel)(float *restrict o, const float *restrict a,
-                              const float *restrict b, int64_t n);
+typedef void (*binary_kernel)(float *restrict o, const float *restrict a, const float *restrict b,
+                              int64_t n);
 
-#define BINARY_KERNELS(name, expr)                                                     \
-  HOT static void name##_vv(float *restrict o, const float *restrict a,              \
-                            const float *restrict b, int64_t n)                      \
-  {                                                                                  \
-    for (int64_t i = 0; i < n; i++) {                                                \
-      float x = a[i], y = b[i];                                                      \
-      o[i] = (expr);                                                                 \
-    }                                                                                \
-  }                                                                                  \
-  HOT static void name##_vs(float *restrict o, const float *restrict a,              \
-                            const float *restrict b, int64_t n)                      \
-  {                                                                                  \
-    float y = b[0];                                                                  \
-    for (int64_t i = 0; i < n; i++) {                                                \
-      float x = a[i];                                                                \
-      o[i] = (expr);                                                                 \
-    }                                                                                \
-  }                                                                                  \
-  HOT static void name##_sv(float *restrict o, const float *restrict a,              \
-                            const float *restrict b, int64_t n)                      \
-  {                                                                                  \
-    float x = a[0];                                                                  \
-    for (int64_t i = 0; i < n; i++) {                                                \
-      float y = b[i];                                                                \
-      o[i] = (expr);                                                                 \
-    }                                                                                \
+#define BINARY_KERNELS(name, expr)                                                                 \
+  HOT static void name##_vv(float *restrict o, const float *restrict a, const float *restrict b,   \
+                            int64_t n) {                                                           \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      float x = a[i], y = b[i];                                                                    \
+      o[i] = (expr);                                                                               \
+    }                                                                                              \
+  }                                                                                                \
+  HOT static void name##_vs(float *restrict o, const float *restrict a, const float *restrict b,   \
+                            int64_t n) {                                                           \
+    float y = b[0];                                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      float x = a[i];                                                                              \
+      o[i] = (expr);                                                                               \
+    }                                                                                              \
+  }                                                                                                \
+  HOT static void name##_sv(float *restrict o, const float *restrict a, const float *restrict b,   \
+                            int64_t n) {                                                           \
+    float x = a[0];                                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+      float y = b[i];                                                                              \
+      o[i] = (expr);                                                                               \
+    }                                                                                              \
   }
 
 BINARY_KERNELS(bin_add, x + y)
 BINARY_KERNELS(bin_sub, x - y)
-BINARY_KERNELS(bin_mul, x * y)
+BINARY_KERNELS(bin_mul, x *y)
 BINARY_KERNELS(bin_div, x / y)
 BINARY_KERNELS(bin_max, x > y ? x : y)
 BINARY_KERNELS(bin_min, x < y ? x : y)
@@ -590,17 +548,16 @@ typedef void (*binary_stream_kernel)(float *o, const float *a, const float *b, i
                                      int a_runs, int b_runs);
 
 #if HAVE_STREAM
-#define BINARY_STREAM(name, vexpr)                                                     \
-  static void name##_stream(float *o, const float *a, const float *b, int64_t n,       \
-                            int a_runs, int b_runs)                                    \
-  {                                                                                    \
-    const __m128 one = _mm_set1_ps(1.0f), a0 = _mm_set1_ps(a[0]), b0 = _mm_set1_ps(b[0]); \
-    (void)one;                                                                         \
-    for (int64_t i = 0; i + 4 <= n; i += 4) {                                          \
-      __m128 x = a_runs ? _mm_loadu_ps(a + i) : a0;                                    \
-      __m128 y = b_runs ? _mm_loadu_ps(b + i) : b0;                                    \
-      _mm_stream_ps(o + i, (vexpr));                                                   \
-    }                                                                                  \
+#define BINARY_STREAM(name, vexpr)                                                                 \
+  static void name##_stream(float *o, const float *a, const float *b, int64_t n, int a_runs,       \
+                            int b_runs) {                                                          \
+    const __m128 one = _mm_set1_ps(1.0f), a0 = _mm_set1_ps(a[0]), b0 = _mm_set1_ps(b[0]);          \
+    (void)one;                                                                                     \
+    for (int64_t i = 0; i + 4 <= n; i += 4) {                                                      \
+      __m128 x = a_runs ? _mm_loadu_ps(a + i) : a0;                                                \
+      __m128 y = b_runs ? _mm_loadu_ps(b + i) : b0;                                                \
+      _mm_stream_ps(o + i, (vexpr));                                                               \
+    }                                                                                              \
   }
 /* maxps and minps return the second operand when the comparison fails,
  * exactly as x > y ? x : y and x < y ? x : y do. */
@@ -623,7 +580,8 @@ static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT] = {
 static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT];
 #endif
 
-#define BINARY_ROW(name) {name##_vv, name##_vs, name##_sv}
+#define BINARY_ROW(name)                                                                           \
+  { name##_vv, name##_vs, name##_sv }
 static const binary_kernel binary_table[PN_BINARY_COUNT][3] = {
     [PN_BINARY_ADD] = BINARY_ROW(bin_add), [PN_BINARY_SUB] = BINARY_ROW(bin_sub),
     [PN_BINARY_MUL] = BINARY_ROW(bin_mul), [PN_BINARY_DIV] = BINARY_ROW(bin_div),
@@ -642,20 +600,21 @@ typedef struct binary_job {
 
 /* a_runs: a advances along the run (else it is one value repeated). */
 static void binary_run(const binary_kernel *kern, float *o, const float *a, const float *b,
-                       int64_t n, int a_runs, int b_runs)
-{
+                       int64_t n, int a_runs, int b_runs) {
   if (n <= 0) return;
-  if (a_runs && b_runs) kern[VV](o, a, b, n);
-  else if (a_runs) kern[VS](o, a, b, n);
-  else if (b_runs) kern[SV](o, a, b, n);
+  if (a_runs && b_runs)
+    kern[VV](o, a, b, n);
+  else if (a_runs)
+    kern[VS](o, a, b, n);
+  else if (b_runs)
+    kern[SV](o, a, b, n);
   else {
     kern[VV](o, a, b, 1);
     fill_f32(o + 1, o[0], n - 1);
   }
 }
 
-static void binary_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n)
-{
+static void binary_segment(void *ctx, int64_t out_off, const int64_t *in_off, int64_t n) {
   const binary_job *j = ctx;
   int last = j->w.ndim - 1;
   int a_runs = j->w.st[0][last] != 0, b_runs = j->w.st[1][last] != 0;
@@ -667,14 +626,12 @@ static void binary_segment(void *ctx, int64_t out_off, const int64_t *in_off, in
   }
   int64_t head = stream_head(o, n), body = (n - head) / 4 * 4, tail = head + body;
   binary_run(j->kern, o, a, b, head, a_runs, b_runs);
-  j->stream_kern(o + head, a + (a_runs ? head : 0), b + (b_runs ? head : 0), body, a_runs,
-                 b_runs);
-  binary_run(j->kern, o + tail, a + (a_runs ? tail : 0), b + (b_runs ? tail : 0), n - tail,
-             a_runs, b_runs);
+  j->stream_kern(o + head, a + (a_runs ? head : 0), b + (b_runs ? head : 0), body, a_runs, b_runs);
+  binary_run(j->kern, o + tail, a + (a_runs ? tail : 0), b + (b_runs ? tail : 0), n - tail, a_runs,
+             b_runs);
 }
 
-static void binary_range(void *arg, int64_t b, int64_t e, int worker)
-{
+static void binary_range(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   binary_job *j = arg;
   walk_range(&j->w, b, e, binary_segment, j);
@@ -682,8 +639,7 @@ static void binary_range(void *arg, int64_t b, int64_t e, int worker)
 }
 
 /* Strides of a contiguous input broadcast to `o` (numpy: right-aligned). */
-static pn_status broadcast_strides(const pn_tensor *t, const pn_tensor *o, int64_t *st)
-{
+static pn_status broadcast_strides(const pn_tensor *t, const pn_tensor *o, int64_t *st) {
   int shift = o->ndim - t->ndim;
   if (shift < 0) return pn_error(PN_ERR_SHAPE, "cpu: binary: an input has more dims than out");
   int64_t run = 1;
@@ -698,8 +654,7 @@ static pn_status broadcast_strides(const pn_tensor *t, const pn_tensor *o, int64
   return PN_OK;
 }
 
-pn_status pni_cpu_binary(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_binary(void *dctx, const pn_op_args *a) {
   PN_TRY(require_f32(a));
   int kind = a->p.kind;
   if (kind < 0 || kind >= PN_BINARY_COUNT)
@@ -719,8 +674,12 @@ pn_status pni_cpu_binary(void *dctx, const pn_op_args *a)
     binary_table[kind][SV](op, xp, yp, n);
     return PN_OK;
   }
-  binary_job j = {.kern = binary_table[kind], .o = op, .a = xp, .b = yp,
-                  .stream_kern = binary_stream_table[kind], .stream = stream_output(n)};
+  binary_job j = {.kern = binary_table[kind],
+                  .o = op,
+                  .a = xp,
+                  .b = yp,
+                  .stream_kern = binary_stream_table[kind],
+                  .stream = stream_output(n)};
   j.w.ndim = o->ndim;
   j.w.n_in = 2;
   for (int d = 0; d < o->ndim; d++) j.w.shape[d] = o->shape[d];
@@ -736,8 +695,7 @@ pn_status pni_cpu_binary(void *dctx, const pn_op_args *a)
 /* A stored 2-D operand as BLAS sees it: row-major with leading dimension
  * ld, possibly read transposed. A column-major view (a transposed tensor)
  * is the same memory read with the transpose flipped. */
-static int blas_operand(const pn_tensor *t, int trans, enum CBLAS_TRANSPOSE *op, blasint *ld)
-{
+static int blas_operand(const pn_tensor *t, int trans, enum CBLAS_TRANSPOSE *op, blasint *ld) {
   if (t->stride[1] == 1 || t->shape[1] == 1) {
     *op = trans ? CblasTrans : CblasNoTrans;
     *ld = (blasint)max64(max64(t->stride[0], t->shape[1]), 1);
@@ -751,8 +709,7 @@ static int blas_operand(const pn_tensor *t, int trans, enum CBLAS_TRANSPOSE *op,
   return 0;
 }
 
-pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a) {
   (void)dctx;
   PN_TRY(require_f32(a));
   const pn_tensor *x = a->in[0], *y = a->in[1];
@@ -777,8 +734,8 @@ pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a)
   blasint lda, ldb;
   if (!blas_operand(x, a->p.trans_a, &ta, &lda) || !blas_operand(y, a->p.trans_b, &tb, &ldb))
     return pn_error(PN_ERR_UNSUPPORTED, "cpu: matmul: an operand's strides are not BLAS-shaped");
-  cblas_sgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0f,
-              pn_tensor_data(x), lda, pn_tensor_data(y), ldb, 0.0f, op, (blasint)n);
+  cblas_sgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0f, pn_tensor_data(x),
+              lda, pn_tensor_data(y), ldb, 0.0f, op, (blasint)n);
   return PN_OK;
 }
 
@@ -790,8 +747,7 @@ pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a)
  * bound by memory bandwidth. */
 enum { LANES = 16 };
 
-HOT static double block_sum(const float *restrict x, int64_t n)
-{
+HOT static double block_sum(const float *restrict x, int64_t n) {
   double acc[LANES] = {0};
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
@@ -802,8 +758,7 @@ HOT static double block_sum(const float *restrict x, int64_t n)
   return s;
 }
 
-HOT static float block_max(const float *restrict x, int64_t n)
-{
+HOT static float block_max(const float *restrict x, int64_t n) {
   float acc[LANES];
   for (int l = 0; l < LANES; l++) acc[l] = x[0];
   int64_t i = 0;
@@ -815,8 +770,7 @@ HOT static float block_max(const float *restrict x, int64_t n)
   return m;
 }
 
-HOT static float block_min(const float *restrict x, int64_t n)
-{
+HOT static float block_min(const float *restrict x, int64_t n) {
   float acc[LANES];
   for (int l = 0; l < LANES; l++) acc[l] = x[0];
   int64_t i = 0;
@@ -829,15 +783,13 @@ HOT static float block_min(const float *restrict x, int64_t n)
 }
 
 /* A sum is kept in double until the final store; max and min exactly. */
-static double reduce_row(int kind, const float *x, int64_t n)
-{
+static double reduce_row(int kind, const float *x, int64_t n) {
   if (kind == PN_REDUCE_MAX) return block_max(x, n);
   if (kind == PN_REDUCE_MIN) return block_min(x, n);
   return block_sum(x, n);
 }
 
-static double reduce_combine(int kind, double acc, double v)
-{
+static double reduce_combine(int kind, double acc, double v) {
   if (kind == PN_REDUCE_MAX) return v > acc ? v : acc;
   if (kind == PN_REDUCE_MIN) return v < acc ? v : acc;
   return acc + v;
@@ -856,21 +808,18 @@ typedef struct reduce_stage {
 
 enum { COL_CHUNK = 256, ROW_CHUNK = 1 << 16 };
 
-static float reduce_finish(const reduce_stage *s, double v)
-{
+static float reduce_finish(const reduce_stage *s, double v) {
   return (float)(s->kind == PN_REDUCE_MAX || s->kind == PN_REDUCE_MIN ? v : v * s->scale);
 }
 
-static void reduce_rows(void *arg, int64_t b, int64_t e, int worker)
-{
+static void reduce_rows(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const reduce_stage *s = arg;
   for (int64_t r = b; r < e; r++)
     s->dst[r] = reduce_finish(s, reduce_row(s->kind, s->src + r * s->len, s->len));
 }
 
-static void reduce_row_chunks(void *arg, int64_t b, int64_t e, int worker)
-{
+static void reduce_row_chunks(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const reduce_stage *s = arg;
   for (int64_t c = b; c < e; c++) {
@@ -880,16 +829,14 @@ static void reduce_row_chunks(void *arg, int64_t b, int64_t e, int worker)
 }
 
 HOT static void column_sum(double *restrict acc, const float *restrict src, int64_t len,
-                           int64_t stride, int64_t w)
-{
+                           int64_t stride, int64_t w) {
   for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
   for (int64_t l = 0; l < len; l++)
     for (int64_t j = 0; j < w; j++) acc[j] += src[l * stride + j];
 }
 
 HOT static void column_max(float *restrict acc, const float *restrict src, int64_t len,
-                           int64_t stride, int64_t w)
-{
+                           int64_t stride, int64_t w) {
   for (int64_t j = 0; j < w; j++) acc[j] = src[j];
   for (int64_t l = 1; l < len; l++)
     for (int64_t j = 0; j < w; j++) {
@@ -899,8 +846,7 @@ HOT static void column_max(float *restrict acc, const float *restrict src, int64
 }
 
 HOT static void column_min(float *restrict acc, const float *restrict src, int64_t len,
-                           int64_t stride, int64_t w)
-{
+                           int64_t stride, int64_t w) {
   for (int64_t j = 0; j < w; j++) acc[j] = src[j];
   for (int64_t l = 1; l < len; l++)
     for (int64_t j = 0; j < w; j++) {
@@ -910,8 +856,7 @@ HOT static void column_min(float *restrict acc, const float *restrict src, int64
 }
 
 /* Items are (outer, chunk of COL_CHUNK columns) pairs. */
-static void reduce_columns(void *arg, int64_t b, int64_t e, int worker)
-{
+static void reduce_columns(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const reduce_stage *s = arg;
   int64_t chunks = (s->inner + COL_CHUNK - 1) / COL_CHUNK;
@@ -923,8 +868,10 @@ static void reduce_columns(void *arg, int64_t b, int64_t e, int worker)
     const float *src = s->src + o * s->len * s->inner + j0;
     float *dst = s->dst + o * s->inner + j0;
     if (s->kind == PN_REDUCE_MAX || s->kind == PN_REDUCE_MIN) {
-      if (s->kind == PN_REDUCE_MAX) column_max(facc, src, s->len, s->inner, w);
-      else column_min(facc, src, s->len, s->inner, w);
+      if (s->kind == PN_REDUCE_MAX)
+        column_max(facc, src, s->len, s->inner, w);
+      else
+        column_min(facc, src, s->len, s->inner, w);
       for (int64_t j = 0; j < w; j++) dst[j] = facc[j];
     } else {
       column_sum(dacc, src, s->len, s->inner, w);
@@ -935,8 +882,7 @@ static void reduce_columns(void *arg, int64_t b, int64_t e, int worker)
 
 /* Splitting a long row into fixed chunks (whatever the thread count) keeps
  * the result independent of the number of workers. */
-static pn_status reduce_long_rows(const pni_cpu_ctx *c, reduce_stage *s)
-{
+static pn_status reduce_long_rows(const pni_cpu_ctx *c, reduce_stage *s) {
   int64_t chunks = (s->len + ROW_CHUNK - 1) / ROW_CHUNK;
   s->partial = malloc((size_t)chunks * sizeof(double));
   if (!s->partial) return pn_error(PN_ERR_NOMEM, "cpu: reduce: out of memory");
@@ -953,8 +899,7 @@ static pn_status reduce_long_rows(const pni_cpu_ctx *c, reduce_stage *s)
   return PN_OK;
 }
 
-static pn_status reduce_stage_run(const pni_cpu_ctx *c, reduce_stage *s)
-{
+static pn_status reduce_stage_run(const pni_cpu_ctx *c, reduce_stage *s) {
   if (s->inner == 1 && s->len >= 2 * ROW_CHUNK) return reduce_long_rows(c, s);
   if (s->inner == 1) {
     pni_cpu_parallel(c, s->outer, max64(1, ELEM_GRAIN / max64(s->len, 1)), reduce_rows, s);
@@ -962,8 +907,8 @@ static pn_status reduce_stage_run(const pni_cpu_ctx *c, reduce_stage *s)
   }
   int64_t chunks = (s->inner + COL_CHUNK - 1) / COL_CHUNK;
   int64_t per_item = s->len * min64(s->inner, COL_CHUNK);
-  pni_cpu_parallel(c, s->outer * chunks, max64(1, ELEM_GRAIN / max64(per_item, 1)),
-                   reduce_columns, s);
+  pni_cpu_parallel(c, s->outer * chunks, max64(1, ELEM_GRAIN / max64(per_item, 1)), reduce_columns,
+                   s);
   return PN_OK;
 }
 
@@ -975,8 +920,7 @@ typedef struct reduce_groups {
   int reduced[PN_MAX_DIMS];
 } reduce_groups;
 
-static reduce_groups group_dims(const pn_tensor *x, uint32_t axes)
-{
+static reduce_groups group_dims(const pn_tensor *x, uint32_t axes) {
   reduce_groups g = {0, {0}, {0}};
   for (int d = 0; d < x->ndim; d++) {
     if (x->shape[d] == 1) continue;
@@ -991,18 +935,18 @@ static reduce_groups group_dims(const pn_tensor *x, uint32_t axes)
   return g;
 }
 
-static void fill_identity(int kind, float *p, int64_t n)
-{
-  float v = kind == PN_REDUCE_SUM ? 0.0f : kind == PN_REDUCE_MEAN ? NAN
-                                       : kind == PN_REDUCE_MAX ? -INFINITY : INFINITY;
+static void fill_identity(int kind, float *p, int64_t n) {
+  float v = kind == PN_REDUCE_SUM    ? 0.0f
+            : kind == PN_REDUCE_MEAN ? NAN
+            : kind == PN_REDUCE_MAX  ? -INFINITY
+                                     : INFINITY;
   fill_f32(p, v, n);
 }
 
 /* Reduces the innermost reduced group, then the next, through a scratch
  * buffer, until one remains and writes the output. */
 static pn_status reduce_groups_run(const pni_cpu_ctx *c, int kind, reduce_groups g,
-                                   const float *src, float *dst, double count)
-{
+                                   const float *src, float *dst, double count) {
   float *scratch = NULL;
   const float *cur = src;
   pn_status st = PN_OK;
@@ -1038,8 +982,7 @@ static pn_status reduce_groups_run(const pni_cpu_ctx *c, int kind, reduce_groups
   return st;
 }
 
-pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a) {
   PN_TRY(require_f32(a));
   int kind = a->p.kind;
   if (kind < 0 || kind >= PN_REDUCE_COUNT)
@@ -1071,18 +1014,15 @@ pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a)
 
 /* ------------------------------------------------------------ softmax */
 
-HOT static void exp_shifted(float *restrict o, const float *restrict x, int64_t n, float m)
-{
+HOT static void exp_shifted(float *restrict o, const float *restrict x, int64_t n, float m) {
   for (int64_t i = 0; i < n; i++) o[i] = exp_approx(x[i] - m);
 }
 
-HOT static void scale_row(float *restrict o, int64_t n, float s)
-{
+HOT static void scale_row(float *restrict o, int64_t n, float s) {
   for (int64_t i = 0; i < n; i++) o[i] *= s;
 }
 
-HOT static void shift_row(float *restrict o, const float *restrict x, int64_t n, float shift)
-{
+HOT static void shift_row(float *restrict o, const float *restrict x, int64_t n, float shift) {
   for (int64_t i = 0; i < n; i++) o[i] = x[i] - shift;
 }
 
@@ -1093,8 +1033,7 @@ typedef struct softmax_job {
   int want_log;
 } softmax_job;
 
-static void softmax_rows(void *arg, int64_t b, int64_t e, int worker)
-{
+static void softmax_rows(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const softmax_job *j = arg;
   for (int64_t r = b; r < e; r++) {
@@ -1103,16 +1042,17 @@ static void softmax_rows(void *arg, int64_t b, int64_t e, int worker)
     float m = block_max(x, j->len);
     exp_shifted(o, x, j->len, m);
     double s = block_sum(o, j->len);
-    if (j->want_log) shift_row(o, x, j->len, (float)(m + log(s)));
-    else scale_row(o, j->len, (float)(1.0 / s));
+    if (j->want_log)
+      shift_row(o, x, j->len, (float)(m + log(s)));
+    else
+      scale_row(o, j->len, (float)(1.0 / s));
   }
 }
 
 /* Softmax over a non-last axis: COL_CHUNK columns at a time, each column a
  * strided run of `len` values, handled as vectors across columns. */
 HOT static void softmax_column_block(float *restrict o, const float *restrict x, int64_t len,
-                                     int64_t stride, int64_t w, int want_log)
-{
+                                     int64_t stride, int64_t w, int want_log) {
   float m[COL_CHUNK];
   double s[COL_CHUNK];
   for (int64_t j = 0; j < w; j++) m[j] = x[j], s[j] = 0.0;
@@ -1125,34 +1065,31 @@ HOT static void softmax_column_block(float *restrict o, const float *restrict x,
       s[j] += v;
     }
   float f[COL_CHUNK];
-  for (int64_t j = 0; j < w; j++)
-    f[j] = want_log ? (float)(m[j] + log(s[j])) : (float)(1.0 / s[j]);
+  for (int64_t j = 0; j < w; j++) f[j] = want_log ? (float)(m[j] + log(s[j])) : (float)(1.0 / s[j]);
   for (int64_t l = 0; l < len; l++)
     for (int64_t j = 0; j < w; j++)
       o[l * stride + j] = want_log ? x[l * stride + j] - f[j] : o[l * stride + j] * f[j];
 }
 
-static void softmax_columns(void *arg, int64_t b, int64_t e, int worker)
-{
+static void softmax_columns(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const softmax_job *j = arg;
   int64_t chunks = (j->inner + COL_CHUNK - 1) / COL_CHUNK;
   for (int64_t it = b; it < e; it++) {
     int64_t r = it / chunks, c0 = it % chunks * COL_CHUNK;
     int64_t off = r * j->len * j->inner + c0;
-    softmax_column_block(j->o + off, j->x + off, j->len, j->inner,
-                         min64(COL_CHUNK, j->inner - c0), j->want_log);
+    softmax_column_block(j->o + off, j->x + off, j->len, j->inner, min64(COL_CHUNK, j->inner - c0),
+                         j->want_log);
   }
 }
 
-static pn_status softmax_common(void *dctx, const pn_op_args *a, int want_log)
-{
+static pn_status softmax_common(void *dctx, const pn_op_args *a, int want_log) {
   PN_TRY(require_f32(a));
   const pn_tensor *x = a->in[0];
   int axis = a->p.axis;
   if (axis < 0 || axis >= x->ndim)
-    return pn_error(PN_ERR_INVALID, "cpu: %s: axis %d out of range for %d dims",
-                    pn_op_name(a->op), axis, x->ndim);
+    return pn_error(PN_ERR_INVALID, "cpu: %s: axis %d out of range for %d dims", pn_op_name(a->op),
+                    axis, x->ndim);
   softmax_job j = {pn_tensor_data(x), pn_tensor_data(a->out), 1, x->shape[axis], 1, want_log};
   for (int d = 0; d < axis; d++) j.outer *= x->shape[d];
   for (int d = axis + 1; d < x->ndim; d++) j.inner *= x->shape[d];
@@ -1167,12 +1104,8 @@ static pn_status softmax_common(void *dctx, const pn_op_args *a, int want_log)
   return PN_OK;
 }
 
-pn_status pni_cpu_softmax(void *dctx, const pn_op_args *a)
-{
-  return softmax_common(dctx, a, 0);
-}
+pn_status pni_cpu_softmax(void *dctx, const pn_op_args *a) { return softmax_common(dctx, a, 0); }
 
-pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a)
-{
+pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a) {
   return softmax_common(dctx, a, 1);
 }

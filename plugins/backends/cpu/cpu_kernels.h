@@ -16,8 +16,7 @@ void pni_cpu_kernels_init(void);
 
 /* Runs fn over [0, n) on the pool, or inline when n is below two grains, so
  * that small ops never pay for waking workers. */
-void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn,
-                      void *arg);
+void pni_cpu_parallel(const pni_cpu_ctx *c, int64_t n, int64_t grain, pn_parallel_fn fn, void *arg);
 
 pn_status pni_cpu_fill(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_random(void *dctx, const pn_op_args *a);

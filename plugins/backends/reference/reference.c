@@ -10,15 +10,13 @@
 
 /* ------------------------------------------------------------ device */
 
-static pn_status ref_probe(void *ctx, char *why, size_t why_len)
-{
+static pn_status ref_probe(void *ctx, char *why, size_t why_len) {
   (void)ctx;
   if (why && why_len) why[0] = '\0';
   return PN_OK;
 }
 
-static void *ref_alloc(void *ctx, size_t bytes)
-{
+static void *ref_alloc(void *ctx, size_t bytes) {
   (void)ctx;
   /* aligned_alloc wants a size that is a multiple of the alignment, and a
    * zero-size tensor still needs a distinct, freeable pointer. */
@@ -26,26 +24,22 @@ static void *ref_alloc(void *ctx, size_t bytes)
   return aligned_alloc(64, rounded ? rounded : 64);
 }
 
-static void ref_free(void *ctx, void *mem)
-{
+static void ref_free(void *ctx, void *mem) {
   (void)ctx;
   free(mem);
 }
 
-static void *ref_host_ptr(void *ctx, void *mem)
-{
+static void *ref_host_ptr(void *ctx, void *mem) {
   (void)ctx;
   return mem;
 }
 
-static int ref_threads(void *ctx)
-{
+static int ref_threads(void *ctx) {
   (void)ctx;
   return 1;
 }
 
-static void ref_describe(void *ctx, char *buf, size_t n)
-{
+static void ref_describe(void *ctx, char *buf, size_t n) {
   (void)ctx;
   if (n) snprintf(buf, n, "plain C loops, 1 thread (the oracle)");
 }
@@ -62,15 +56,13 @@ static const pn_device_iface ref_iface = {
 
 /* ------------------------------------------------------------ helpers */
 
-static pn_status unsupported(const pn_op_args *a, const pn_tensor *t)
-{
-  return pn_error(PN_ERR_UNSUPPORTED, "reference: op %s: dtype %s not supported",
-                  pn_op_name(a->op), pn_dtype_name(t->dtype));
+static pn_status unsupported(const pn_op_args *a, const pn_tensor *t) {
+  return pn_error(PN_ERR_UNSUPPORTED, "reference: op %s: dtype %s not supported", pn_op_name(a->op),
+                  pn_dtype_name(t->dtype));
 }
 
 /* Advances a multi-index over `shape` in row-major order. */
-static void next_index(int ndim, const int64_t *shape, int64_t *idx)
-{
+static void next_index(int ndim, const int64_t *shape, int64_t *idx) {
   for (int d = ndim - 1; d >= 0; d--) {
     if (++idx[d] < shape[d]) return;
     idx[d] = 0;
@@ -79,8 +71,7 @@ static void next_index(int ndim, const int64_t *shape, int64_t *idx)
 
 /* Offset in elements of `t` at the index of an `out_ndim`-dimensional
  * tensor it is broadcast to (numpy rules: right-aligned, size-1 repeats). */
-static int64_t broadcast_offset(const pn_tensor *t, int out_ndim, const int64_t *idx)
-{
+static int64_t broadcast_offset(const pn_tensor *t, int out_ndim, const int64_t *idx) {
   int64_t off = 0;
   int shift = out_ndim - t->ndim;
   for (int d = 0; d < t->ndim; d++)
@@ -88,8 +79,7 @@ static int64_t broadcast_offset(const pn_tensor *t, int out_ndim, const int64_t 
   return off;
 }
 
-static int64_t strided_offset(const pn_tensor *t, const int64_t *idx)
-{
+static int64_t strided_offset(const pn_tensor *t, const int64_t *idx) {
   int64_t off = 0;
   for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
   return off;
@@ -97,8 +87,7 @@ static int64_t strided_offset(const pn_tensor *t, const int64_t *idx)
 
 /* ------------------------------------------------------------ fill, random */
 
-static pn_status ref_fill(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_fill(void *dctx, const pn_op_args *a) {
   (void)dctx;
   pn_tensor *o = a->out;
   int64_t n = pn_tensor_numel(o);
@@ -116,16 +105,14 @@ static pn_status ref_fill(void *dctx, const pn_op_args *a)
   return PN_OK;
 }
 
-static pn_status ref_random(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_random(void *dctx, const pn_op_args *a) {
   (void)dctx;
   pn_tensor *o = a->out;
   if (o->dtype != PN_F32) return unsupported(a, o);
   float *p = pn_tensor_data(o);
   int64_t n = pn_tensor_numel(o);
   for (int64_t i = 0; i < n; i++)
-    p[i] = pn_random_value(a->p.kind, a->p.alpha, a->p.beta, a->p.seed,
-                           a->p.counter + (uint64_t)i);
+    p[i] = pn_random_value(a->p.kind, a->p.alpha, a->p.beta, a->p.seed, a->p.counter + (uint64_t)i);
   return PN_OK;
 }
 
@@ -139,11 +126,13 @@ typedef struct scalar {
   int64_t i;
 } scalar;
 
-static scalar load(pn_dtype dt, const void *p, int64_t off)
-{
+static scalar load(pn_dtype dt, const void *p, int64_t off) {
   scalar s = {0, 0.0f, 0};
   switch (dt) {
-  case PN_F32: s.is_float = 1; s.f = ((const float *)p)[off]; break;
+  case PN_F32:
+    s.is_float = 1;
+    s.f = ((const float *)p)[off];
+    break;
   case PN_I32: s.i = ((const int32_t *)p)[off]; break;
   case PN_I64: s.i = ((const int64_t *)p)[off]; break;
   case PN_U8: s.i = ((const uint8_t *)p)[off]; break;
@@ -152,27 +141,28 @@ static scalar load(pn_dtype dt, const void *p, int64_t off)
   return s;
 }
 
-static void store(pn_dtype dt, void *p, int64_t off, scalar s)
-{
+static void store(pn_dtype dt, void *p, int64_t off, scalar s) {
   switch (dt) {
   case PN_F32: ((float *)p)[off] = s.is_float ? s.f : (float)s.i; break;
   case PN_I32:
-    ((int32_t *)p)[off] = s.is_float ? (int32_t)pn_float_to_int(s.f, INT32_MIN, INT32_MAX)
-                                     : (int32_t)s.i;
+    ((int32_t *)p)[off] =
+        s.is_float ? (int32_t)pn_float_to_int(s.f, INT32_MIN, INT32_MAX) : (int32_t)s.i;
     break;
-  case PN_I64: ((int64_t *)p)[off] = s.is_float ? pn_float_to_int(s.f, INT64_MIN, INT64_MAX) : s.i; break;
-  case PN_U8: ((uint8_t *)p)[off] = s.is_float ? (uint8_t)pn_float_to_int(s.f, 0, 255) : (uint8_t)s.i; break;
+  case PN_I64:
+    ((int64_t *)p)[off] = s.is_float ? pn_float_to_int(s.f, INT64_MIN, INT64_MAX) : s.i;
+    break;
+  case PN_U8:
+    ((uint8_t *)p)[off] = s.is_float ? (uint8_t)pn_float_to_int(s.f, 0, 255) : (uint8_t)s.i;
+    break;
   default: break;
   }
 }
 
-static int known_dtype(pn_dtype dt)
-{
+static int known_dtype(pn_dtype dt) {
   return dt == PN_F32 || dt == PN_I32 || dt == PN_I64 || dt == PN_U8;
 }
 
-static pn_status ref_copy(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_copy(void *dctx, const pn_op_args *a) {
   (void)dctx;
   const pn_tensor *x = a->in[0];
   pn_tensor *o = a->out;
@@ -194,8 +184,7 @@ static pn_status ref_copy(void *dctx, const pn_op_args *a)
 
 /* ------------------------------------------------------------ unary */
 
-static double unary_value(int kind, double x, double alpha, double beta)
-{
+static double unary_value(int kind, double x, double alpha, double beta) {
   switch (kind) {
   case PN_UNARY_NEG: return -x;
   case PN_UNARY_ABS: return fabs(x);
@@ -214,8 +203,7 @@ static double unary_value(int kind, double x, double alpha, double beta)
   }
 }
 
-static pn_status ref_unary(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_unary(void *dctx, const pn_op_args *a) {
   (void)dctx;
   const pn_tensor *x = a->in[0];
   pn_tensor *o = a->out;
@@ -234,8 +222,7 @@ static pn_status ref_unary(void *dctx, const pn_op_args *a)
 /* ------------------------------------------------------------ binary */
 
 /* In float, so that EQ, GT, MAX and MIN compare exactly what they are given. */
-static float binary_value(int kind, float x, float y)
-{
+static float binary_value(int kind, float x, float y) {
   switch (kind) {
   case PN_BINARY_ADD: return x + y;
   case PN_BINARY_SUB: return x - y;
@@ -249,8 +236,7 @@ static float binary_value(int kind, float x, float y)
   }
 }
 
-static pn_status check_broadcast(const pn_tensor *t, const pn_tensor *o)
-{
+static pn_status check_broadcast(const pn_tensor *t, const pn_tensor *o) {
   int shift = o->ndim - t->ndim;
   int ok = shift >= 0;
   for (int d = 0; ok && d < t->ndim; d++)
@@ -259,8 +245,7 @@ static pn_status check_broadcast(const pn_tensor *t, const pn_tensor *o)
   return pn_error(PN_ERR_SHAPE, "reference: binary: an input does not broadcast to the output");
 }
 
-static pn_status ref_binary(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_binary(void *dctx, const pn_op_args *a) {
   (void)dctx;
   const pn_tensor *x = a->in[0], *y = a->in[1];
   pn_tensor *o = a->out;
@@ -286,8 +271,7 @@ static pn_status ref_binary(void *dctx, const pn_op_args *a)
 
 /* ------------------------------------------------------------ matmul */
 
-static pn_status ref_matmul(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_matmul(void *dctx, const pn_op_args *a) {
   (void)dctx;
   const pn_tensor *x = a->in[0], *y = a->in[1];
   pn_tensor *o = a->out;
@@ -328,17 +312,18 @@ typedef struct reduce_acc {
   int64_t count;
 } reduce_acc;
 
-static void reduce_add(reduce_acc *r, int kind, double v)
-{
-  if (r->count == 0) r->best = v;
-  else if (kind == PN_REDUCE_MAX && v > r->best) r->best = v;
-  else if (kind == PN_REDUCE_MIN && v < r->best) r->best = v;
+static void reduce_add(reduce_acc *r, int kind, double v) {
+  if (r->count == 0)
+    r->best = v;
+  else if (kind == PN_REDUCE_MAX && v > r->best)
+    r->best = v;
+  else if (kind == PN_REDUCE_MIN && v < r->best)
+    r->best = v;
   r->sum += v;
   r->count++;
 }
 
-static float reduce_result(const reduce_acc *r, int kind)
-{
+static float reduce_result(const reduce_acc *r, int kind) {
   switch (kind) {
   case PN_REDUCE_SUM: return (float)r->sum;
   case PN_REDUCE_MEAN: return r->count ? (float)(r->sum / (double)r->count) : NAN;
@@ -349,16 +334,14 @@ static float reduce_result(const reduce_acc *r, int kind)
 
 /* Linear index into the (contiguous) output of an input index: the reduced
  * dimensions drop out. With or without keepdim the layout is the same. */
-static int64_t reduce_out_index(const pn_tensor *x, uint32_t axes, const int64_t *idx)
-{
+static int64_t reduce_out_index(const pn_tensor *x, uint32_t axes, const int64_t *idx) {
   int64_t lin = 0;
   for (int d = 0; d < x->ndim; d++)
     if (!(axes >> d & 1u)) lin = lin * x->shape[d] + idx[d];
   return lin;
 }
 
-static pn_status ref_reduce(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_reduce(void *dctx, const pn_op_args *a) {
   (void)dctx;
   const pn_tensor *x = a->in[0];
   pn_tensor *o = a->out;
@@ -390,8 +373,7 @@ static pn_status ref_reduce(void *dctx, const pn_op_args *a)
 
 /* ------------------------------------------------------------ softmax */
 
-static pn_status softmax_common(const pn_op_args *a, int want_log)
-{
+static pn_status softmax_common(const pn_op_args *a, int want_log) {
   const pn_tensor *x = a->in[0];
   pn_tensor *o = a->out;
   if (x->dtype != PN_F32) return unsupported(a, x);
@@ -422,30 +404,31 @@ static pn_status softmax_common(const pn_op_args *a, int want_log)
   return PN_OK;
 }
 
-static pn_status ref_softmax(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_softmax(void *dctx, const pn_op_args *a) {
   (void)dctx;
   return softmax_common(a, 0);
 }
 
-static pn_status ref_log_softmax(void *dctx, const pn_op_args *a)
-{
+static pn_status ref_log_softmax(void *dctx, const pn_op_args *a) {
   (void)dctx;
   return softmax_common(a, 1);
 }
 
 /* ------------------------------------------------------------ plugin */
 
-static pn_status ref_init(pn_plugin_ctx *ctx)
-{
+static pn_status ref_init(pn_plugin_ctx *ctx) {
   static const struct {
     int op;
     pn_kernel_fn fn;
   } kernels[] = {
-      {PN_OP_FILL, ref_fill},       {PN_OP_RANDOM, ref_random},
-      {PN_OP_COPY, ref_copy},       {PN_OP_UNARY, ref_unary},
-      {PN_OP_BINARY, ref_binary},   {PN_OP_MATMUL, ref_matmul},
-      {PN_OP_REDUCE, ref_reduce},   {PN_OP_SOFTMAX, ref_softmax},
+      {PN_OP_FILL, ref_fill},
+      {PN_OP_RANDOM, ref_random},
+      {PN_OP_COPY, ref_copy},
+      {PN_OP_UNARY, ref_unary},
+      {PN_OP_BINARY, ref_binary},
+      {PN_OP_MATMUL, ref_matmul},
+      {PN_OP_REDUCE, ref_reduce},
+      {PN_OP_SOFTMAX, ref_softmax},
       {PN_OP_LOG_SOFTMAX, ref_log_softmax},
   };
   PN_TRY(pn_plugin_add_device(ctx, "reference", "reference", &ref_iface, NULL));
