@@ -136,11 +136,15 @@ static pn_status run_on(pn_device *dev, const pn_op_args *a, pn_op_args *moved) 
     moved->in[i] = pn_tensor_to((pn_tensor *)a->in[i], dev);
     if (!moved->in[i]) s = PN_ERR_DEVICE;
   }
-  pn_shape shape = pn_tensor_shape(a->out);
-  if (s == PN_OK) moved->out = pni_tensor_alloc(dev, a->out->dtype, &shape);
-  if (s == PN_OK && !moved->out) s = PN_ERR_NOMEM;
+  if (s == PN_OK && a->out) {
+    pn_shape shape = pn_tensor_shape(a->out);
+    moved->out = pni_tensor_alloc(dev, a->out->dtype, &shape);
+    if (!moved->out) s = PN_ERR_NOMEM;
+  }
   if (s == PN_OK) s = kernels[dev->backend_id][a->op](dev->ctx, moved);
-  if (s == PN_OK) s = copy_into(moved->out, a->out);
+  if (s == PN_OK && a->out) s = copy_into(moved->out, a->out);
+  for (int i = 0; i < a->n_in && s == PN_OK; i++)
+    if (a->written & (1u << i)) s = copy_into(moved->in[i], (pn_tensor *)a->in[i]);
   for (int i = 0; i < a->n_in; i++) pn_tensor_unref((pn_tensor *)moved->in[i]);
   pn_tensor_unref(moved->out);
   return s;
@@ -169,10 +173,11 @@ static pn_status dispatch_fallback(const pn_op_args *a, pn_device *home) {
 }
 
 pn_status pn_op_dispatch(const pn_op_args *a) {
-  pn_device *dev = a->out->buf->dev;
+  if (!a->out && a->n_in == 0) return pn_error(PN_ERR_INVALID, "op '%s': no tensors", pn_op_name(a->op));
+  pn_device *dev = a->out ? a->out->buf->dev : a->in[0]->buf->dev;
   for (int i = 0; i < a->n_in; i++) {
     if (a->in[i]->buf->dev != dev)
-      return pn_error(PN_ERR_DEVICE, "op '%s': input %d is on %s but the output is on %s",
+      return pn_error(PN_ERR_DEVICE, "op '%s': input %d is on %s but the op runs on %s",
                       pn_op_name(a->op), i, a->in[i]->buf->dev->name, dev->name);
   }
   pn_kernel_fn k = kernels[dev->backend_id][a->op];

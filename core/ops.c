@@ -40,6 +40,7 @@ static pn_tensor *run_op(int op, const pn_op_params *p, pn_tensor *const *in, in
   pn_tensor *tmp[PN_OP_MAX_INPUTS] = {0};
   pn_device *dev = common_device(in, n, name);
   if (!dev) return NULL;
+  memset(&a, 0, sizeof a);
   a.op = op;
   a.n_in = n;
   a.p = *p;
@@ -121,6 +122,50 @@ static pn_tensor *mul_owned(pn_tensor *a, pn_tensor *b) {
   return r;
 }
 
+/* ------------------------------------------------------------ plugin ops */
+
+static int check_plugin_op(int op, pn_tensor *const *in, int n_in) {
+  if (op < 0 || op >= pn_op_count()) {
+    pn_error(PN_ERR_INVALID, "op id %d is not registered", op);
+    return 0;
+  }
+  if (n_in < 0 || n_in > PN_OP_MAX_INPUTS) {
+    pn_error(PN_ERR_INVALID, "op '%s': %d inputs (at most %d)", pn_op_name(op), n_in,
+             PN_OP_MAX_INPUTS);
+    return 0;
+  }
+  return !any_null(in, n_in);
+}
+
+pn_tensor *pn_op_run(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
+                     const pn_shape *shape, pn_dtype dt) {
+  if (!check_plugin_op(op, in, n_in)) return NULL;
+  if (n_in == 0) {
+    pn_error(PN_ERR_INVALID, "op '%s': pn_op_run needs an input to place it", pn_op_name(op));
+    return NULL;
+  }
+  return run_op(op, p, in, n_in, shape, dt, pn_op_name(op));
+}
+
+pn_status pn_op_run_inplace(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
+                            uint32_t written) {
+  if (!check_plugin_op(op, in, n_in)) return PN_ERR_INVALID;
+  if (n_in == 0 || !common_device(in, n_in, pn_op_name(op))) return PN_ERR_INVALID;
+  pn_op_args a;
+  memset(&a, 0, sizeof a);
+  a.op = op;
+  a.n_in = n_in;
+  a.p = *p;
+  a.written = written;
+  for (int i = 0; i < n_in; i++) {
+    /* Writing through a view would have to scatter back: refuse it. */
+    if (!pn_tensor_is_contiguous(in[i]))
+      return pn_error(PN_ERR_INVALID, "op '%s': input %d is not contiguous", pn_op_name(op), i);
+    a.in[i] = in[i];
+  }
+  return pn_op_dispatch(&a);
+}
+
 /* ------------------------------------------------------------ creation */
 
 static pn_tensor *create(pn_device *dev, pn_dtype dt, int ndim, const int64_t *shape, int op,
@@ -128,8 +173,8 @@ static pn_tensor *create(pn_device *dev, pn_dtype dt, int ndim, const int64_t *s
   pn_tensor *out = pn_tensor_new(dev, dt, ndim, shape);
   if (!out) return NULL;
   pn_op_args a;
+  memset(&a, 0, sizeof a);
   a.op = op;
-  a.n_in = 0;
   a.out = out;
   a.p = *p;
   if (pn_op_dispatch(&a) != PN_OK) {

@@ -82,17 +82,21 @@ typedef struct pn_op_params {
   int trans_a, trans_b;
   double alpha, beta;
   uint64_t seed, counter;
+  double x[8]; /* further scalars, for ops that plugins add (optimizer steps ...) */
 } pn_op_params;
 
 /* What a kernel receives. Inputs are contiguous except for PN_OP_COPY, and
  * all on the kernel's device; `out` is allocated, contiguous, with its final
- * shape. Binary inputs keep their own shapes: broadcast them to out. */
+ * shape. Binary inputs keep their own shapes: broadcast them to out.
+ * In-place ops (optimizer steps) have out == NULL and modify the inputs whose
+ * bit is set in `written`. */
 typedef struct pn_op_args {
   int op;
   int n_in;
   const pn_tensor *in[PN_OP_MAX_INPUTS];
   pn_tensor *out;
   pn_op_params p;
+  uint32_t written;
 } pn_op_args;
 
 /* A kernel may return PN_ERR_UNSUPPORTED (e.g. for a dtype) to ask for a

@@ -76,6 +76,15 @@ pn_tensor *pn_contiguous(pn_tensor *x);
 pn_tensor *pn_cast(pn_tensor *x, pn_dtype dt);
 pn_tensor *pn_copy(pn_tensor *x);
 
+/* Ops that plugins register (pn_op_register). pn_op_run makes a new tensor of
+ * the given shape and dtype (record it with pn_autograd_record for a
+ * gradient); pn_op_run_inplace modifies the contiguous inputs whose bit is set
+ * in `written` (optimizer steps) and is never recorded. */
+pn_tensor *pn_op_run(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
+                     const pn_shape *shape, pn_dtype dt);
+pn_status pn_op_run_inplace(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
+                            uint32_t written);
+
 /* Broadcast shape of a and b by numpy rules; PN_ERR_SHAPE when they clash. */
 pn_status pn_broadcast_shape(const pn_shape *a, const pn_shape *b, pn_shape *out);
 
