@@ -132,7 +132,8 @@ static pn_status parse_value(const pn_param_schema *p, const char *text, param_v
     v->i = v->b;
     v->f = v->b;
     return PN_OK;
-  case PN_PARAM_STRING: return PN_OK;
+  case PN_PARAM_STRING:
+  case PN_PARAM_PATH: return PN_OK;
   case PN_PARAM_ENUM: return check_choice(p, text);
   case PN_PARAM_INTS: return check_ints(p, text, v == &tmp ? NULL : v);
   }
@@ -317,6 +318,11 @@ int pn_config_ints(const pn_config *c, const char *key, int64_t *out, int max) {
   }
   for (int k = 0; k < v->n_ints && k < max && out; k++) out[k] = v->ints[k];
   return v->n_ints;
+}
+
+const char *pn_config_text(const pn_config *c, const char *key) {
+  int k = find(c, key);
+  return k >= 0 && c->v[k].has ? c->v[k].text : NULL;
 }
 
 const pn_feature_info *pn_config_feature(const pn_config *c) { return c ? c->feature : NULL; }

@@ -39,7 +39,7 @@ const char *const pni_feature_kinds[] = {"layer",    "backend", "loss",     "opt
                                          "schedule", "data",    "transform"};
 const int pni_n_feature_kinds = (int)(sizeof pni_feature_kinds / sizeof *pni_feature_kinds);
 
-static const char *const type_names[] = {"int", "float", "bool", "string", "enum", "ints"};
+static const char *const type_names[] = {"int", "float", "bool", "string", "enum", "ints", "path"};
 #define N_TYPES ((int)(sizeof type_names / sizeof *type_names))
 
 static const char *const top_keys[] = {"plugin",  "version",     "abi",

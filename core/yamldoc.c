@@ -58,8 +58,10 @@ pn_status pni_yerror(const pni_ydoc *d, const pni_ynode *n, pn_status code, cons
   int len = vasprintf(&msg, fmt, ap);
   va_end(ap);
   if (len < 0) return pn_error(code, "%s: (message lost: out of memory)", d->file);
-  pn_status s = n ? pn_error(code, "%s:%d:%d: %s", d->file, n->line, n->col, msg)
-                  : pn_error(code, "%s: %s", d->file, msg);
+  /* Nodes made by --set have no position in the file. */
+  pn_status s = n && n->line ? pn_error(code, "%s:%d:%d: %s", d->file, n->line, n->col, msg)
+                : n          ? pn_error(code, "%s (--set): %s", d->file, msg)
+                             : pn_error(code, "%s: %s", d->file, msg);
   free(msg);
   return s;
 }
@@ -354,4 +356,54 @@ pn_status pni_ybool(const pni_ydoc *d, const pni_ynode *n, const char *what, int
   PN_TRY(pni_yexpect(d, n, PNI_YSCALAR, what));
   if (pni_text_bool(n->text, out)) return PN_OK;
   return pni_yerror(d, n, PN_ERR_PARSE, "%s: '%s' is not a boolean (true or false)", what, n->text);
+}
+
+/* ------------------------------------------------------------ edits (--set) */
+
+void pni_ynode_free(pni_ynode *n) { node_free(n); }
+
+pni_ynode *pni_ynode_scalar(const char *text) {
+  pni_ynode *n = calloc(1, sizeof *n);
+  if (n && !(n->text = strdup(text))) {
+    free(n);
+    n = NULL;
+  }
+  if (n) n->plain = 1;
+  return n;
+}
+
+pni_ynode *pni_ynode_map(void) {
+  pni_ynode *n = calloc(1, sizeof *n);
+  if (n) n->kind = PNI_YMAP;
+  return n;
+}
+
+pni_ynode *pni_ydoc_take_root(pni_ydoc *d) {
+  pni_ynode *r = d->root;
+  d->root = NULL;
+  return r;
+}
+
+pn_status pni_ymap_put(pni_ynode *map, const char *key, pni_ynode *value) {
+  for (int i = 0; i < map->n; i++) {
+    if (strcmp(map->kids[2 * i]->text, key) == 0) {
+      /* Keep the old position so later errors still point into the file. */
+      if (!value->line) value->line = map->kids[2 * i + 1]->line, value->col = map->kids[2 * i + 1]->col;
+      node_free(map->kids[2 * i + 1]);
+      map->kids[2 * i + 1] = value;
+      return PN_OK;
+    }
+  }
+  pni_ynode **kids = realloc(map->kids, sizeof *kids * (size_t)(2 * map->n + 2));
+  pni_ynode *k = pni_ynode_scalar(key);
+  if (!kids || !k) {
+    if (kids) map->kids = kids;
+    free(k);
+    return pn_error(PN_ERR_NOMEM, "out of memory applying an override");
+  }
+  map->kids = kids;
+  kids[2 * map->n] = k;
+  kids[2 * map->n + 1] = value;
+  map->n++;
+  return PN_OK;
 }

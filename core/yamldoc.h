@@ -77,4 +77,12 @@ pn_status pni_yint(const pni_ydoc *d, const pni_ynode *n, const char *what, int6
 pn_status pni_ydouble(const pni_ydoc *d, const pni_ynode *n, const char *what, double *out);
 pn_status pni_ybool(const pni_ydoc *d, const pni_ynode *n, const char *what, int *out);
 
+/* Edits, for command-line overrides. New nodes have line 0 (no position);
+ * pni_ymap_put takes `value`, replacing the key's value or appending it. */
+pni_ynode *pni_ynode_scalar(const char *text);
+pni_ynode *pni_ynode_map(void);
+void pni_ynode_free(pni_ynode *n);
+pni_ynode *pni_ydoc_take_root(pni_ydoc *d);
+pn_status pni_ymap_put(pni_ynode *map, const char *key, pni_ynode *value);
+
 #endif

@@ -2,7 +2,7 @@
 # Installs what plugnet needs to build and test on Debian 12, when missing.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config libyaml-dev libhwloc-dev hwloc
-libopenblas-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev"
+libopenblas-dev zlib1g-dev libjansson-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -16,7 +16,8 @@ typedef enum pn_param_type {
   PN_PARAM_BOOL,
   PN_PARAM_STRING,
   PN_PARAM_ENUM, /* a string from `choices` */
-  PN_PARAM_INTS  /* a list of ints, e.g. a kernel size [3, 3] */
+  PN_PARAM_INTS, /* a list of ints, e.g. a kernel size [3, 3] */
+  PN_PARAM_PATH  /* a file name: relative ones are taken from the pipeline's directory */
 } pn_param_type;
 
 typedef struct pn_param_schema {
@@ -48,6 +49,8 @@ int64_t pn_config_int(const pn_config *c, const char *key);
 double pn_config_float(const pn_config *c, const char *key);
 int pn_config_bool(const pn_config *c, const char *key);
 const char *pn_config_str(const pn_config *c, const char *key);
+/* The value as text, as given or defaulted (NULL when unset). */
+const char *pn_config_text(const pn_config *c, const char *key);
 /* Copies up to max ints into out; returns how many the value holds. */
 int pn_config_ints(const pn_config *c, const char *key, int64_t *out, int max);
 const pn_feature_info *pn_config_feature(const pn_config *c);

@@ -1,0 +1,39 @@
+/* Batches from a dataset: a subset of its samples, reshuffled each epoch
+ * from (seed, epoch) so a run is reproducible, collated on the host and
+ * moved to the device. */
+#ifndef PLUGNET_LOADER_H
+#define PLUGNET_LOADER_H
+
+#include <stdint.h>
+#include <plugnet/data.h>
+#include <plugnet/status.h>
+#include <plugnet/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pn_loader pn_loader;
+
+/* Iterates over `indices` (copied; NULL: all samples) in batches of `batch`.
+ * The last batch may be smaller unless drop_last. */
+pn_status pn_loader_new(pn_dataset *ds, const int64_t *indices, int64_t n, int64_t batch,
+                        int shuffle, uint64_t seed, int drop_last, pn_loader **out);
+void pn_loader_free(pn_loader *l);
+int64_t pn_loader_batches(const pn_loader *l);
+int64_t pn_loader_samples(const pn_loader *l);
+/* Restarts at batch `skip` of epoch `epoch` (the order depends on both). */
+void pn_loader_start(pn_loader *l, int64_t epoch, int64_t skip);
+/* The next batch as new tensors on dev: x f32 [B, x_shape...], y i64
+ * [B, y_shape...]. At the end of the epoch *x and *y are NULL. */
+pn_status pn_loader_next(pn_loader *l, pn_device *dev, pn_tensor **x, pn_tensor **y);
+
+/* A seeded split of n samples: `valid_fraction` of them (rounded) go to
+ * valid, the rest to train, each list ascending. Free both with free(). */
+pn_status pn_split(int64_t n, double valid_fraction, uint64_t seed, int64_t **train,
+                   int64_t *n_train, int64_t **valid, int64_t *n_valid);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,67 @@
+/* Pipelines: one YAML file says everything a run needs (data, model, loss,
+ * optimizer, schedule, training, metrics, checkpoints). Loading resolves
+ * every feature's parameters against its manifest, applies `--set a.b=v`
+ * overrides, and reports errors as FILE:LINE:COLUMN with the nearest valid
+ * key. The fields are the resolved pipeline, every default applied. */
+#ifndef PLUGNET_PIPELINE_H
+#define PLUGNET_PIPELINE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <plugnet/config.h>
+#include <plugnet/status.h>
+#include <plugnet/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pn_pipeline_feature {
+  char *name;    /* layers: the layer's name */
+  char *feature; /* the `type:`; NULL when the section is absent */
+  pn_config *cfg;
+} pn_pipeline_feature;
+
+typedef struct pn_pipeline {
+  char *file; /* as given */
+  char *name;
+  uint64_t seed;
+  char *backend; /* reference | cpu | cuda ... */
+  int threads;   /* 0: one per physical core */
+  /* data */
+  pn_pipeline_feature train_data, test_data;
+  double valid_split; /* fraction of train held out, 0 for none */
+  int64_t batch;
+  int shuffle;
+  int64_t limit; /* use only the first `limit` training samples, 0 = all */
+  /* model */
+  pn_shape input; /* ndim 0: taken from the training data */
+  pn_pipeline_feature *layers;
+  int n_layers;
+  pn_pipeline_feature loss, optimizer, schedule;
+  /* train */
+  int64_t epochs;
+  char *progress; /* auto | bar | lines | off */
+  char **metrics; /* accuracy, error_rate */
+  int n_metrics;
+  /* checkpoint */
+  char *checkpoint; /* NULL: none */
+  int64_t checkpoint_every; /* epochs */
+  /* A hash of what decides the numbers (data, model, loss, optimizer,
+   * schedule, seed, backend), stored in checkpoints. */
+  uint64_t hash;
+} pn_pipeline;
+
+/* Loads and resolves a pipeline. Each override is "a.b.c=value"; a key into
+ * a list is an index or a layer's name ("model.layers.fc1.out=256"); a value
+ * in [...] or {...} is parsed as YAML. */
+pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overrides,
+                           pn_pipeline **out);
+void pn_pipeline_free(pn_pipeline *p);
+/* Writes the resolved pipeline as YAML, every default shown. */
+void pn_pipeline_print(const pn_pipeline *p, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,507 @@
+/* Pipeline files: YAML -> overrides -> validated, resolved pn_pipeline. */
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <plugnet/pipeline.h>
+#include <plugnet/registry.h>
+
+#include "yamldoc.h"
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
+
+static const char *const top_keys[] = {"pipeline", "seed",     "backend",  "threads",
+                                       "data",     "model",    "loss",     "optimizer",
+                                       "schedule", "train",    "metrics",  "checkpoint"};
+static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle", "limit"};
+static const char *const valid_keys[] = {"split"};
+static const char *const model_keys[] = {"input", "layers"};
+static const char *const train_keys[] = {"epochs", "progress"};
+static const char *const checkpoint_keys[] = {"path", "every"};
+static const char *const progress_modes[] = {"auto", "bar", "lines", "off"};
+static const char *const metric_names[] = {"accuracy", "error_rate"};
+
+typedef struct ctx {
+  pni_ydoc *doc;
+  char *dir; /* the pipeline's directory, for relative paths */
+  pn_pipeline *p;
+} ctx;
+
+/* ------------------------------------------------------------ small helpers */
+
+static pn_status nomem(void) { return pn_error(PN_ERR_NOMEM, "out of memory reading a pipeline"); }
+
+static pn_status dup_into(char **dst, const char *src) {
+  free(*dst);
+  *dst = src ? strdup(src) : NULL;
+  return !src || *dst ? PN_OK : nomem();
+}
+
+static pn_status opt_int(ctx *c, const pni_ynode *map, const char *key, int64_t min,
+                         int64_t *out) {
+  const pni_ynode *n = NULL;
+  PN_TRY(pni_yopt_scalar(c->doc, map, key, &n));
+  if (!n) return PN_OK;
+  PN_TRY(pni_yint(c->doc, n, key, out));
+  if (*out < min)
+    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s = %lld is below the minimum %lld", key,
+                      (long long)*out, (long long)min);
+  return PN_OK;
+}
+
+static pn_status opt_choice(ctx *c, const pni_ynode *map, const char *key,
+                            const char *const *choices, int n_choices, char **out) {
+  const pni_ynode *n = NULL;
+  PN_TRY(pni_yopt_scalar(c->doc, map, key, &n));
+  if (!n) return PN_OK;
+  for (int i = 0; i < n_choices; i++)
+    if (strcmp(n->text, choices[i]) == 0) return dup_into(out, n->text);
+  const char *near = pn_suggest(n->text, choices, n_choices);
+  return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s: '%s' is not one of the choices%s%s%s", key,
+                    n->text, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+}
+
+/* A value as config text: a scalar, or a list of scalars as "[a, b]". */
+static pn_status value_text(ctx *c, const pni_ynode *n, const char *key, char **out) {
+  if (n->kind == PNI_YSCALAR) return (*out = strdup(n->text)) ? PN_OK : nomem();
+  if (n->kind != PNI_YSEQ)
+    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be a value or a list, not a mapping", key);
+  size_t len = 3;
+  for (int i = 0; i < n->n; i++) {
+    if (n->kids[i]->kind != PNI_YSCALAR)
+      return pni_yerror(c->doc, n->kids[i], PN_ERR_INVALID, "%s: lists hold plain values", key);
+    len += strlen(n->kids[i]->text) + 2;
+  }
+  char *s = malloc(len);
+  if (!s) return nomem();
+  strcpy(s, "[");
+  for (int i = 0; i < n->n; i++) {
+    if (i) strcat(s, ", ");
+    strcat(s, n->kids[i]->text);
+  }
+  strcat(s, "]");
+  *out = s;
+  return PN_OK;
+}
+
+static int is_reserved(const char *key, const char *const *reserved, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(key, reserved[i]) == 0) return 1;
+  return 0;
+}
+
+static const pn_param_schema *schema_of(const pn_feature_info *f, const char *key) {
+  for (int i = 0; i < f->n_params; i++)
+    if (strcmp(f->params[i].name, key) == 0) return &f->params[i];
+  return NULL;
+}
+
+/* Relative file names in a pipeline are relative to the pipeline file. */
+static pn_status set_param(ctx *c, pn_config *cfg, const pn_feature_info *f, const char *key,
+                           const pni_ynode *val) {
+  char *text = NULL;
+  PN_TRY(value_text(c, val, key, &text));
+  const pn_param_schema *ps = schema_of(f, key);
+  if (ps && ps->type == PN_PARAM_PATH && text[0] && text[0] != '/') {
+    char *abs = NULL;
+    if (asprintf(&abs, "%s/%s", c->dir, text) < 0) abs = NULL;
+    free(text);
+    if (!(text = abs)) return nomem();
+  }
+  pn_status s = pn_config_set(cfg, key, text);
+  free(text);
+  return s == PN_OK ? PN_OK : pni_yerror(c->doc, val, s, "%s", pn_last_error());
+}
+
+/* `{type: FEATURE, k: v ...}`: the feature must exist and be of `kind`; the
+ * other keys (all but `reserved`) are its parameters. */
+static pn_status parse_feature(ctx *c, const pni_ynode *node, const char *kind, const char *where,
+                               const char *const *reserved, int n_reserved,
+                               pn_pipeline_feature *out) {
+  const pni_ynode *type = NULL;
+  PN_TRY(pni_yexpect(c->doc, node, PNI_YMAP, where));
+  PN_TRY(pni_yreq_scalar(c->doc, node, "type", where, &type));
+  const pn_feature_info *f = pn_registry_find(type->text);
+  if (!f) return pni_yerror(c->doc, type, PN_ERR_NOT_FOUND, "%s", pn_last_error());
+  if (strcmp(f->kind, kind) != 0)
+    return pni_yerror(c->doc, type, PN_ERR_INVALID, "%s: '%s' is a %s, not a %s", where,
+                      type->text, f->kind, kind);
+  if (!(out->cfg = pn_config_new(f))) return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s", pn_last_error());
+  PN_TRY(dup_into(&out->feature, f->name));
+  for (int i = 0; i < node->n; i++) {
+    const pni_ynode *k = pni_ymap_key(node, i);
+    if (is_reserved(k->text, reserved, n_reserved)) continue;
+    if (!schema_of(f, k->text)) {
+      pn_config_set(out->cfg, k->text, ""); /* only for its "did you mean" message */
+      return pni_yerror(c->doc, k, PN_ERR_INVALID, "%s: %s", where, pn_last_error());
+    }
+    PN_TRY(set_param(c, out->cfg, f, k->text, pni_ymap_value(node, i)));
+  }
+  if (pn_config_check(out->cfg) != PN_OK)
+    return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s: %s", where, pn_last_error());
+  return PN_OK;
+}
+
+static void feature_clear(pn_pipeline_feature *f) {
+  free(f->name);
+  free(f->feature);
+  pn_config_free(f->cfg);
+  memset(f, 0, sizeof *f);
+}
+
+/* ------------------------------------------------------------ sections */
+
+static const char *const feature_reserved[] = {"type"};
+static const char *const layer_reserved[] = {"name", "type"};
+
+static pn_status parse_data(ctx *c, const pni_ynode *data) {
+  pn_pipeline *p = c->p;
+  if (!data) return pni_yerror(c->doc, c->doc->root, PN_ERR_INVALID, "missing section 'data'");
+  PN_TRY(pni_yexpect(c->doc, data, PNI_YMAP, "data"));
+  PN_TRY(pni_ycheck_keys(c->doc, data, data_keys, COUNT(data_keys), "data"));
+  const pni_ynode *train = pni_ymap_get(data, "train"), *test = pni_ymap_get(data, "test");
+  if (!train) return pni_yerror(c->doc, data, PN_ERR_INVALID, "data: missing key 'train'");
+  PN_TRY(parse_feature(c, train, "data", "data.train", feature_reserved, 1, &p->train_data));
+  if (test && !pni_yis_null(test))
+    PN_TRY(parse_feature(c, test, "data", "data.test", feature_reserved, 1, &p->test_data));
+  const pni_ynode *valid = pni_ymap_get(data, "valid"), *split = NULL;
+  if (valid && !pni_yis_null(valid)) {
+    PN_TRY(pni_yexpect(c->doc, valid, PNI_YMAP, "data.valid"));
+    PN_TRY(pni_ycheck_keys(c->doc, valid, valid_keys, COUNT(valid_keys), "data.valid"));
+    PN_TRY(pni_yopt_scalar(c->doc, valid, "split", &split));
+    if (split) PN_TRY(pni_ydouble(c->doc, split, "split", &p->valid_split));
+    if (split && !(p->valid_split >= 0.0 && p->valid_split < 1.0))
+      return pni_yerror(c->doc, split, PN_ERR_INVALID, "split = %s must be in [0, 1)", split->text);
+  }
+  PN_TRY(opt_int(c, data, "batch", 1, &p->batch));
+  PN_TRY(opt_int(c, data, "limit", 0, &p->limit));
+  const pni_ynode *sh = NULL;
+  PN_TRY(pni_yopt_scalar(c->doc, data, "shuffle", &sh));
+  return sh ? pni_ybool(c->doc, sh, "shuffle", &p->shuffle) : PN_OK;
+}
+
+static pn_status parse_input(ctx *c, const pni_ynode *in) {
+  if (in->kind != PNI_YSEQ || in->n < 1 || in->n > PN_MAX_DIMS - 1)
+    return pni_yerror(c->doc, in, PN_ERR_INVALID,
+                      "model.input must be a list of 1 to %d sizes, e.g. [1, 28, 28]", PN_MAX_DIMS - 1);
+  c->p->input.ndim = in->n;
+  for (int i = 0; i < in->n; i++) {
+    PN_TRY(pni_yint(c->doc, in->kids[i], "model.input", &c->p->input.dim[i]));
+    if (c->p->input.dim[i] < 1)
+      return pni_yerror(c->doc, in->kids[i], PN_ERR_INVALID, "model.input sizes must be positive");
+  }
+  return PN_OK;
+}
+
+static pn_status parse_layer(ctx *c, const pni_ynode *n, int i) {
+  char where[64], fallback[32];
+  pn_pipeline_feature *l = &c->p->layers[i];
+  snprintf(where, sizeof where, "model.layers[%d]", i);
+  PN_TRY(parse_feature(c, n, "layer", where, layer_reserved, COUNT(layer_reserved), l));
+  const pni_ynode *name = NULL;
+  PN_TRY(pni_yopt_scalar(c->doc, n, "name", &name));
+  snprintf(fallback, sizeof fallback, "%d", i); /* PyTorch's nn.Sequential names */
+  PN_TRY(dup_into(&l->name, name ? name->text : fallback));
+  for (int j = 0; j < i; j++)
+    if (strcmp(c->p->layers[j].name, l->name) == 0)
+      return pni_yerror(c->doc, name ? name : n, PN_ERR_INVALID, "two layers are named '%s'", l->name);
+  return PN_OK;
+}
+
+static pn_status parse_model(ctx *c, const pni_ynode *model) {
+  if (!model) return pni_yerror(c->doc, c->doc->root, PN_ERR_INVALID, "missing section 'model'");
+  PN_TRY(pni_yexpect(c->doc, model, PNI_YMAP, "model"));
+  PN_TRY(pni_ycheck_keys(c->doc, model, model_keys, COUNT(model_keys), "model"));
+  const pni_ynode *in = pni_ymap_get(model, "input"), *layers = pni_ymap_get(model, "layers");
+  if (in && !pni_yis_null(in)) PN_TRY(parse_input(c, in));
+  if (!layers || layers->kind != PNI_YSEQ || layers->n == 0)
+    return pni_yerror(c->doc, layers ? layers : model, PN_ERR_INVALID,
+                      "model.layers must be a list of layers");
+  c->p->layers = calloc((size_t)layers->n, sizeof *c->p->layers);
+  if (!c->p->layers) return nomem();
+  c->p->n_layers = layers->n;
+  for (int i = 0; i < layers->n; i++) PN_TRY(parse_layer(c, layers->kids[i], i));
+  return PN_OK;
+}
+
+static pn_status parse_metrics(ctx *c, const pni_ynode *m) {
+  if (!m || pni_yis_null(m)) return PN_OK;
+  if (m->kind != PNI_YSEQ)
+    return pni_yerror(c->doc, m, PN_ERR_INVALID, "metrics must be a list, e.g. [accuracy]");
+  c->p->metrics = calloc((size_t)m->n + 1, sizeof *c->p->metrics);
+  if (!c->p->metrics) return nomem();
+  for (int i = 0; i < m->n; i++) {
+    const pni_ynode *k = m->kids[i];
+    int known = k->kind == PNI_YSCALAR &&
+                (strcmp(k->text, metric_names[0]) == 0 || strcmp(k->text, metric_names[1]) == 0);
+    if (!known) {
+      const char *near = k->kind == PNI_YSCALAR ? pn_suggest(k->text, metric_names, 2) : NULL;
+      return pni_yerror(c->doc, k, PN_ERR_INVALID, "unknown metric%s%s%s; known: accuracy, error_rate",
+                        near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+    }
+    PN_TRY(dup_into(&c->p->metrics[c->p->n_metrics++], k->text));
+  }
+  return PN_OK;
+}
+
+static pn_status parse_train(ctx *c, const pni_ynode *t) {
+  if (!t || pni_yis_null(t)) return PN_OK;
+  PN_TRY(pni_yexpect(c->doc, t, PNI_YMAP, "train"));
+  PN_TRY(pni_ycheck_keys(c->doc, t, train_keys, COUNT(train_keys), "train"));
+  PN_TRY(opt_int(c, t, "epochs", 1, &c->p->epochs));
+  return opt_choice(c, t, "progress", progress_modes, COUNT(progress_modes), &c->p->progress);
+}
+
+static pn_status parse_checkpoint(ctx *c, const pni_ynode *k) {
+  const pni_ynode *path = NULL;
+  if (!k || pni_yis_null(k)) return PN_OK;
+  PN_TRY(pni_yexpect(c->doc, k, PNI_YMAP, "checkpoint"));
+  PN_TRY(pni_ycheck_keys(c->doc, k, checkpoint_keys, COUNT(checkpoint_keys), "checkpoint"));
+  PN_TRY(opt_int(c, k, "every", 1, &c->p->checkpoint_every));
+  PN_TRY(pni_yopt_scalar(c->doc, k, "path", &path));
+  if (!path) return PN_OK;
+  if (path->text[0] == '/') return dup_into(&c->p->checkpoint, path->text);
+  if (asprintf(&c->p->checkpoint, "%s/%s", c->dir, path->text) < 0) {
+    c->p->checkpoint = NULL;
+    return nomem();
+  }
+  return PN_OK;
+}
+
+static pn_status parse_optional_feature(ctx *c, const char *key, const char *kind,
+                                        pn_pipeline_feature *out) {
+  const pni_ynode *n = pni_ymap_get(c->doc->root, key);
+  if (!n || pni_yis_null(n)) return PN_OK;
+  return parse_feature(c, n, kind, key, feature_reserved, 1, out);
+}
+
+static pn_status parse_top(ctx *c) {
+  pn_pipeline *p = c->p;
+  const pni_ynode *root = c->doc->root, *n = NULL;
+  int64_t v;
+  if (!root) return pn_error(PN_ERR_PARSE, "%s: the pipeline is empty", c->doc->file);
+  PN_TRY(pni_yexpect(c->doc, root, PNI_YMAP, "a pipeline"));
+  PN_TRY(pni_ycheck_keys(c->doc, root, top_keys, COUNT(top_keys), "the pipeline"));
+  PN_TRY(pni_yopt_scalar(c->doc, root, "pipeline", &n));
+  if (n) PN_TRY(dup_into(&p->name, n->text));
+  PN_TRY(pni_yopt_scalar(c->doc, root, "backend", &n));
+  if (n) PN_TRY(dup_into(&p->backend, n->text));
+  v = (int64_t)p->seed;
+  PN_TRY(opt_int(c, root, "seed", 0, &v));
+  p->seed = (uint64_t)v;
+  v = p->threads;
+  PN_TRY(opt_int(c, root, "threads", 0, &v));
+  p->threads = (int)v;
+  PN_TRY(parse_data(c, pni_ymap_get(root, "data")));
+  PN_TRY(parse_model(c, pni_ymap_get(root, "model")));
+  PN_TRY(parse_optional_feature(c, "loss", "loss", &p->loss));
+  PN_TRY(parse_optional_feature(c, "optimizer", "optimizer", &p->optimizer));
+  PN_TRY(parse_optional_feature(c, "schedule", "schedule", &p->schedule));
+  PN_TRY(parse_train(c, pni_ymap_get(root, "train")));
+  PN_TRY(parse_metrics(c, pni_ymap_get(root, "metrics")));
+  return parse_checkpoint(c, pni_ymap_get(root, "checkpoint"));
+}
+
+/* ------------------------------------------------------------ overrides */
+
+static pni_ynode *item_named(const pni_ynode *seq, const char *seg) {
+  int64_t idx;
+  if (pni_text_int(seg, &idx)) return idx >= 0 && idx < seq->n ? seq->kids[idx] : NULL;
+  for (int i = 0; i < seq->n; i++) {
+    const pni_ynode *name = pni_ymap_get(seq->kids[i], "name");
+    if (name && name->kind == PNI_YSCALAR && strcmp(name->text, seg) == 0) return seq->kids[i];
+  }
+  return NULL;
+}
+
+static pni_ynode *parse_value_node(const char *text) {
+  if (text[0] != '[' && text[0] != '{') return pni_ynode_scalar(text);
+  pni_ydoc *d = NULL;
+  if (pni_ydoc_parse("--set", text, strlen(text), &d) != PN_OK) return NULL;
+  pni_ynode *r = pni_ydoc_take_root(d);
+  pni_ydoc_free(d);
+  return r;
+}
+
+/* Walks "a.b.c" from the root, creating mappings for missing keys. */
+static pn_status apply_override(pni_ydoc *d, const char *arg) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg) return pn_error(PN_ERR_INVALID, "--set '%s': expected KEY.PATH=VALUE", arg);
+  char *path = strndup(arg, (size_t)(eq - arg)), *save = NULL;
+  if (!path) return nomem();
+  if (!d->root && !(d->root = pni_ynode_map())) return free(path), nomem();
+  pni_ynode *node = d->root;
+  pn_status s = PN_OK;
+  char *seg = strtok_r(path, ".", &save);
+  while (seg && s == PN_OK) {
+    char *next = strtok_r(NULL, ".", &save);
+    if (node->kind == PNI_YSEQ) {
+      pni_ynode *item = item_named(node, seg);
+      if (!item) s = pn_error(PN_ERR_NOT_FOUND, "--set %s: no list item '%s'", arg, seg);
+      else if (!next) s = pn_error(PN_ERR_INVALID, "--set %s: name a key inside item '%s'", arg, seg);
+      else node = item;
+    } else if (node->kind != PNI_YMAP) {
+      s = pn_error(PN_ERR_INVALID, "--set %s: '%s' is inside a plain value", arg, seg);
+    } else if (!next) {
+      pni_ynode *val = parse_value_node(eq + 1);
+      s = val ? pni_ymap_put(node, seg, val)
+              : pn_error_prefix(PN_ERR_PARSE, "--set %s: ", arg);
+    } else {
+      pni_ynode *child = pni_ymap_get(node, seg);
+      if (!child && (child = pni_ynode_map()) && pni_ymap_put(node, seg, child) != PN_OK) child = NULL;
+      if (!child) s = nomem();
+      node = child;
+    }
+    seg = next;
+  }
+  free(path);
+  return s;
+}
+
+/* ------------------------------------------------------------ printing */
+
+static void print_text(FILE *f, const char *s) {
+  int plain = s[0] != '\0' && strcspn(s, ":,[]{}#&*!|>'\"%@` ") == strlen(s);
+  if (plain) {
+    fputs(s, f);
+    return;
+  }
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') fputc('\\', f);
+    fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
+static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *name) {
+  const pn_feature_info *info = pn_config_feature(x->cfg);
+  fputc('{', f);
+  if (name) fprintf(f, "name: %s, ", name);
+  fprintf(f, "type: %s", x->feature);
+  for (int i = 0; i < info->n_params; i++) {
+    const char *v = pn_config_text(x->cfg, info->params[i].name);
+    if (!v) continue;
+    fprintf(f, ", %s: ", info->params[i].name);
+    if (info->params[i].type == PN_PARAM_INTS) fputs(v, f);
+    else print_text(f, v);
+  }
+  fputs("}\n", f);
+}
+
+/* What decides the numbers: everything but train, metrics and checkpoint. */
+static void print_model_part(const pn_pipeline *p, FILE *f) {
+  fprintf(f, "seed: %llu\nbackend: %s\nthreads: %d\ndata:\n  train: ",
+          (unsigned long long)p->seed, p->backend, p->threads);
+  print_feature(f, &p->train_data, NULL);
+  fputs("  test: ", f);
+  if (p->test_data.feature) print_feature(f, &p->test_data, NULL);
+  else fputs("~\n", f);
+  fprintf(f, "  valid: {split: %g}\n  batch: %lld\n  shuffle: %s\n  limit: %lld\nmodel:\n  input: ",
+          p->valid_split, (long long)p->batch, p->shuffle ? "true" : "false", (long long)p->limit);
+  if (p->input.ndim == 0) fputs("~  # from the data\n", f);
+  for (int i = 0; i < p->input.ndim; i++)
+    fprintf(f, "%s%lld%s", i ? ", " : "[", (long long)p->input.dim[i], i + 1 == p->input.ndim ? "]\n" : "");
+  fputs("  layers:\n", f);
+  for (int i = 0; i < p->n_layers; i++) {
+    fputs("    - ", f);
+    print_feature(f, &p->layers[i], p->layers[i].name);
+  }
+  const pn_pipeline_feature *secs[3] = {&p->loss, &p->optimizer, &p->schedule};
+  const char *names[3] = {"loss", "optimizer", "schedule"};
+  for (int i = 0; i < 3; i++) {
+    fprintf(f, "%s: ", names[i]);
+    if (secs[i]->feature) print_feature(f, secs[i], NULL);
+    else fputs("~\n", f);
+  }
+}
+
+void pn_pipeline_print(const pn_pipeline *p, FILE *f) {
+  fprintf(f, "# %s, resolved with every default\npipeline: %s\n", p->file, p->name);
+  print_model_part(p, f);
+  fprintf(f, "train: {epochs: %lld, progress: %s}\nmetrics: [", (long long)p->epochs, p->progress);
+  for (int i = 0; i < p->n_metrics; i++) fprintf(f, "%s%s", i ? ", " : "", p->metrics[i]);
+  fputs("]\ncheckpoint: ", f);
+  if (!p->checkpoint) fputs("~\n", f);
+  else {
+    fputs("{path: ", f);
+    print_text(f, p->checkpoint);
+    fprintf(f, ", every: %lld}\n", (long long)p->checkpoint_every);
+  }
+}
+
+static uint64_t fnv1a(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  return h;
+}
+
+static pn_status compute_hash(pn_pipeline *p) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return nomem();
+  print_model_part(p, f);
+  fclose(f);
+  p->hash = fnv1a(buf, len);
+  free(buf);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ load */
+
+static pn_status set_defaults(pn_pipeline *p, const char *path) {
+  char *copy = strdup(path);
+  if (!copy) return nomem();
+  char *base = basename(copy), *dot = strrchr(base, '.');
+  if (dot) *dot = '\0';
+  pn_status s = dup_into(&p->name, base);
+  free(copy);
+  if (s == PN_OK) s = dup_into(&p->backend, "cpu");
+  if (s == PN_OK) s = dup_into(&p->progress, "auto");
+  if (s == PN_OK) s = dup_into(&p->file, path);
+  p->batch = 64;
+  p->shuffle = 1;
+  p->epochs = 1;
+  p->checkpoint_every = 1;
+  return s;
+}
+
+pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overrides,
+                           pn_pipeline **out) {
+  ctx c = {NULL, NULL, NULL};
+  *out = NULL;
+  PN_TRY(pn_registry_scan());
+  PN_TRY(pni_ydoc_load(path, &c.doc));
+  pn_status s = (c.p = calloc(1, sizeof *c.p)) ? set_defaults(c.p, path) : nomem();
+  char *copy = s == PN_OK ? strdup(path) : NULL;
+  if (s == PN_OK && !(copy && (c.dir = realpath(dirname(copy), NULL))))
+    s = pn_error(PN_ERR_IO, "%s: cannot resolve its directory", path);
+  free(copy);
+  for (int i = 0; i < n_overrides && s == PN_OK; i++) s = apply_override(c.doc, overrides[i]);
+  if (s == PN_OK) s = parse_top(&c);
+  if (s == PN_OK) s = compute_hash(c.p);
+  pni_ydoc_free(c.doc);
+  free(c.dir);
+  if (s != PN_OK) {
+    pn_pipeline_free(c.p);
+    return s;
+  }
+  *out = c.p;
+  return PN_OK;
+}
+
+void pn_pipeline_free(pn_pipeline *p) {
+  if (!p) return;
+  feature_clear(&p->train_data);
+  feature_clear(&p->test_data);
+  for (int i = 0; i < p->n_layers; i++) feature_clear(&p->layers[i]);
+  free(p->layers);
+  feature_clear(&p->loss);
+  feature_clear(&p->optimizer);
+  feature_clear(&p->schedule);
+  for (int i = 0; i < p->n_metrics; i++) free(p->metrics[i]);
+  free(p->metrics);
+  free(p->file), free(p->name), free(p->backend), free(p->progress), free(p->checkpoint);
+  free(p);
+}
