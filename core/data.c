@@ -17,8 +17,7 @@ struct pn_dataset {
 
 static pn_status check_iface(const char *feature, const pn_dataset_iface *di) {
   if (di->size < offsetof(pn_dataset_iface, class_name))
-    return pn_error(PN_ERR_PLUGIN, "data '%s': interface too small (%zu bytes)", feature,
-                    di->size);
+    return pn_error(PN_ERR_PLUGIN, "data '%s': interface too small (%zu bytes)", feature, di->size);
   if (!di->open || !di->info || !di->read || !di->close)
     return pn_error(PN_ERR_PLUGIN, "data '%s': interface lacks open, info, read or close", feature);
   return PN_OK;

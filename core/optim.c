@@ -182,8 +182,9 @@ static pn_status ensure_state(pn_optimizer *o, int i) {
     if (sl->state[k]) continue;
     sl->state[k] = pn_full(dev, sl->param->dtype, sl->param->ndim, sl->param->shape, 0.0);
     if (!sl->state[k])
-      return pn_error_prefix(PN_ERR_NOMEM, "optimizer '%s': state '%s' of parameter %d: ",
-                             o->feature, o->iface->state_names[k], i);
+      return pn_error_prefix(PN_ERR_NOMEM,
+                             "optimizer '%s': state '%s' of parameter %d: ", o->feature,
+                             o->iface->state_names[k], i);
     name_state(o, sl, k);
   }
   return PN_OK;
@@ -234,7 +235,8 @@ static pn_status step_one(pn_optimizer *o, int i, double lr, double momentum) {
   memset(&p, 0, sizeof p);
   p.param = sl->param;
   p.grad = usable_grad(sl, g);
-  if (!p.grad) return pn_error_prefix(PN_ERR_DEVICE, "optimizer '%s': gradient %d: ", o->feature, i);
+  if (!p.grad)
+    return pn_error_prefix(PN_ERR_DEVICE, "optimizer '%s': gradient %d: ", o->feature, i);
   for (int k = 0; k < o->iface->n_state; k++) p.state[k] = sl->state[k];
   p.lr = lr * sl->lr_mult;
   p.weight_decay = o->weight_decay;
@@ -297,26 +299,35 @@ pn_tensor *pn_optimizer_state(pn_optimizer *o, int param, int k) {
   return o->slots[param].state[k];
 }
 
-pn_status pn_optimizer_set_state(pn_optimizer *o, int param, int k, pn_tensor *t) {
+static pn_status check_state(const pn_optimizer *o, int param, int k, const pn_tensor *t) {
   if (param < 0 || param >= o->n_slots || k < 0 || k >= o->iface->n_state || !t)
     return pn_error(PN_ERR_INVALID, "optimizer '%s': cannot set state %d of parameter %d",
                     o->feature, k, param);
-  slot *sl = &o->slots[param];
-  pn_shape ps = pn_tensor_shape(sl->param), ts = pn_tensor_shape(t);
-  if (!pn_shape_equal(&ps, &ts) || t->dtype != sl->param->dtype) {
-    char a[64], b[64];
-    return pn_error(PN_ERR_SHAPE, "optimizer '%s': state '%s' of parameter %d is %s %s, not %s %s",
-                    o->feature, o->iface->state_names[k], param, pn_dtype_name(t->dtype),
-                    pn_shape_str(&ts, a, sizeof a), pn_dtype_name(sl->param->dtype),
-                    pn_shape_str(&ps, b, sizeof b));
+  const pn_tensor *p = o->slots[param].param;
+  pn_shape ps = pn_tensor_shape(p), ts = pn_tensor_shape(t);
+  if (pn_shape_equal(&ps, &ts) && t->dtype == p->dtype) return PN_OK;
+  char a[64], b[64];
+  return pn_error(PN_ERR_SHAPE, "optimizer '%s': state '%s' of parameter %d is %s %s, not %s %s",
+                  o->feature, o->iface->state_names[k], param, pn_dtype_name(t->dtype),
+                  pn_shape_str(&ts, a, sizeof a), pn_dtype_name(p->dtype),
+                  pn_shape_str(&ps, b, sizeof b));
+}
+
+/* Takes the reference even on failure, so that callers never leak it. */
+pn_status pn_optimizer_set_state(pn_optimizer *o, int param, int k, pn_tensor *t) {
+  pn_status s = check_state(o, param, k, t);
+  pn_tensor *own = NULL;
+  if (s == PN_OK) {
+    /* Kernels write the state in place: a view, or a tensor the caller
+     * keeps using, must not be written through. */
+    int was = pn_set_grad_enabled(0);
+    own = pn_copy(t);
+    pn_set_grad_enabled(was);
+    if (!own) s = pn_error_prefix(PN_ERR_NOMEM, "optimizer '%s': ", o->feature);
   }
-  /* Kernels write the state in place: a view would write through to a
-   * buffer the caller still uses. */
-  int was = pn_set_grad_enabled(0);
-  pn_tensor *own = pn_copy(t);
-  pn_set_grad_enabled(was);
-  if (!own) return pn_error_prefix(PN_ERR_NOMEM, "optimizer '%s': ", o->feature);
   pn_tensor_unref(t);
+  if (s != PN_OK) return s;
+  slot *sl = &o->slots[param];
   pn_tensor_unref(sl->state[k]);
   sl->state[k] = own;
   name_state(o, sl, k);

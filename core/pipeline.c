@@ -10,10 +10,10 @@
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
 
-static const char *const top_keys[] = {"pipeline", "seed",     "backend",  "threads",
-                                       "data",     "model",    "loss",     "optimizer",
-                                       "schedule", "train",    "metrics",  "checkpoint"};
-static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle", "limit"};
+static const char *const top_keys[] = {"pipeline", "seed",  "backend", "threads",
+                                       "data",     "model", "loss",    "optimizer",
+                                       "schedule", "train", "metrics", "checkpoint"};
+static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle"};
 static const char *const valid_keys[] = {"split"};
 static const char *const model_keys[] = {"input", "layers"};
 static const char *const train_keys[] = {"epochs", "progress"};
@@ -37,8 +37,7 @@ static pn_status dup_into(char **dst, const char *src) {
   return !src || *dst ? PN_OK : nomem();
 }
 
-static pn_status opt_int(ctx *c, const pni_ynode *map, const char *key, int64_t min,
-                         int64_t *out) {
+static pn_status opt_int(ctx *c, const pni_ynode *map, const char *key, int64_t min, int64_t *out) {
   const pni_ynode *n = NULL;
   PN_TRY(pni_yopt_scalar(c->doc, map, key, &n));
   if (!n) return PN_OK;
@@ -65,7 +64,8 @@ static pn_status opt_choice(ctx *c, const pni_ynode *map, const char *key,
 static pn_status value_text(ctx *c, const pni_ynode *n, const char *key, char **out) {
   if (n->kind == PNI_YSCALAR) return (*out = strdup(n->text)) ? PN_OK : nomem();
   if (n->kind != PNI_YSEQ)
-    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be a value or a list, not a mapping", key);
+    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be a value or a list, not a mapping",
+                      key);
   size_t len = 3;
   for (int i = 0; i < n->n; i++) {
     if (n->kids[i]->kind != PNI_YSCALAR)
@@ -124,9 +124,10 @@ static pn_status parse_feature(ctx *c, const pni_ynode *node, const char *kind, 
   const pn_feature_info *f = pn_registry_find(type->text);
   if (!f) return pni_yerror(c->doc, type, PN_ERR_NOT_FOUND, "%s", pn_last_error());
   if (strcmp(f->kind, kind) != 0)
-    return pni_yerror(c->doc, type, PN_ERR_INVALID, "%s: '%s' is a %s, not a %s", where,
-                      type->text, f->kind, kind);
-  if (!(out->cfg = pn_config_new(f))) return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s", pn_last_error());
+    return pni_yerror(c->doc, type, PN_ERR_INVALID, "%s: '%s' is a %s, not a %s", where, type->text,
+                      f->kind, kind);
+  if (!(out->cfg = pn_config_new(f)))
+    return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s", pn_last_error());
   PN_TRY(dup_into(&out->feature, f->name));
   for (int i = 0; i < node->n; i++) {
     const pni_ynode *k = pni_ymap_key(node, i);
@@ -165,8 +166,16 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
   if (test && !pni_yis_null(test))
     PN_TRY(parse_feature(c, test, "data", "data.test", feature_reserved, 1, &p->test_data));
   const pni_ynode *valid = pni_ymap_get(data, "valid"), *split = NULL;
-  if (valid && !pni_yis_null(valid)) {
-    PN_TRY(pni_yexpect(c->doc, valid, PNI_YMAP, "data.valid"));
+  if (valid && valid->kind == PNI_YSCALAR && strcmp(valid->text, "test") == 0) {
+    if (!p->test_data.feature)
+      return pni_yerror(c->doc, valid, PN_ERR_INVALID,
+                        "data.valid: test, but data.test is not set");
+    p->valid_is_test = 1;
+  } else if (valid && !pni_yis_null(valid)) {
+    if (valid->kind != PNI_YMAP)
+      return pni_yerror(
+          c->doc, valid, PN_ERR_INVALID,
+          "data.valid must be {split: FRACTION} or 'test' (validate on the test set)");
     PN_TRY(pni_ycheck_keys(c->doc, valid, valid_keys, COUNT(valid_keys), "data.valid"));
     PN_TRY(pni_yopt_scalar(c->doc, valid, "split", &split));
     if (split) PN_TRY(pni_ydouble(c->doc, split, "split", &p->valid_split));
@@ -174,7 +183,6 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
       return pni_yerror(c->doc, split, PN_ERR_INVALID, "split = %s must be in [0, 1)", split->text);
   }
   PN_TRY(opt_int(c, data, "batch", 1, &p->batch));
-  PN_TRY(opt_int(c, data, "limit", 0, &p->limit));
   const pni_ynode *sh = NULL;
   PN_TRY(pni_yopt_scalar(c->doc, data, "shuffle", &sh));
   return sh ? pni_ybool(c->doc, sh, "shuffle", &p->shuffle) : PN_OK;
@@ -183,7 +191,8 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
 static pn_status parse_input(ctx *c, const pni_ynode *in) {
   if (in->kind != PNI_YSEQ || in->n < 1 || in->n > PN_MAX_DIMS - 1)
     return pni_yerror(c->doc, in, PN_ERR_INVALID,
-                      "model.input must be a list of 1 to %d sizes, e.g. [1, 28, 28]", PN_MAX_DIMS - 1);
+                      "model.input must be a list of 1 to %d sizes, e.g. [1, 28, 28]",
+                      PN_MAX_DIMS - 1);
   c->p->input.ndim = in->n;
   for (int i = 0; i < in->n; i++) {
     PN_TRY(pni_yint(c->doc, in->kids[i], "model.input", &c->p->input.dim[i]));
@@ -204,7 +213,8 @@ static pn_status parse_layer(ctx *c, const pni_ynode *n, int i) {
   PN_TRY(dup_into(&l->name, name ? name->text : fallback));
   for (int j = 0; j < i; j++)
     if (strcmp(c->p->layers[j].name, l->name) == 0)
-      return pni_yerror(c->doc, name ? name : n, PN_ERR_INVALID, "two layers are named '%s'", l->name);
+      return pni_yerror(c->doc, name ? name : n, PN_ERR_INVALID, "two layers are named '%s'",
+                        l->name);
   return PN_OK;
 }
 
@@ -236,7 +246,8 @@ static pn_status parse_metrics(ctx *c, const pni_ynode *m) {
                 (strcmp(k->text, metric_names[0]) == 0 || strcmp(k->text, metric_names[1]) == 0);
     if (!known) {
       const char *near = k->kind == PNI_YSCALAR ? pn_suggest(k->text, metric_names, 2) : NULL;
-      return pni_yerror(c->doc, k, PN_ERR_INVALID, "unknown metric%s%s%s; known: accuracy, error_rate",
+      return pni_yerror(c->doc, k, PN_ERR_INVALID,
+                        "unknown metric%s%s%s; known: accuracy, error_rate",
                         near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
     }
     PN_TRY(dup_into(&c->p->metrics[c->p->n_metrics++], k->text));
@@ -337,18 +348,21 @@ static pn_status apply_override(pni_ydoc *d, const char *arg) {
     char *next = strtok_r(NULL, ".", &save);
     if (node->kind == PNI_YSEQ) {
       pni_ynode *item = item_named(node, seg);
-      if (!item) s = pn_error(PN_ERR_NOT_FOUND, "--set %s: no list item '%s'", arg, seg);
-      else if (!next) s = pn_error(PN_ERR_INVALID, "--set %s: name a key inside item '%s'", arg, seg);
-      else node = item;
+      if (!item)
+        s = pn_error(PN_ERR_NOT_FOUND, "--set %s: no list item '%s'", arg, seg);
+      else if (!next)
+        s = pn_error(PN_ERR_INVALID, "--set %s: name a key inside item '%s'", arg, seg);
+      else
+        node = item;
     } else if (node->kind != PNI_YMAP) {
       s = pn_error(PN_ERR_INVALID, "--set %s: '%s' is inside a plain value", arg, seg);
     } else if (!next) {
       pni_ynode *val = parse_value_node(eq + 1);
-      s = val ? pni_ymap_put(node, seg, val)
-              : pn_error_prefix(PN_ERR_PARSE, "--set %s: ", arg);
+      s = val ? pni_ymap_put(node, seg, val) : pn_error_prefix(PN_ERR_PARSE, "--set %s: ", arg);
     } else {
       pni_ynode *child = pni_ymap_get(node, seg);
-      if (!child && (child = pni_ynode_map()) && pni_ymap_put(node, seg, child) != PN_OK) child = NULL;
+      if (!child && (child = pni_ynode_map()) && pni_ymap_put(node, seg, child) != PN_OK)
+        child = NULL;
       if (!child) s = nomem();
       node = child;
     }
@@ -383,25 +397,34 @@ static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *nam
     const char *v = pn_config_text(x->cfg, info->params[i].name);
     if (!v) continue;
     fprintf(f, ", %s: ", info->params[i].name);
-    if (info->params[i].type == PN_PARAM_INTS) fputs(v, f);
-    else print_text(f, v);
+    if (info->params[i].type == PN_PARAM_INTS)
+      fputs(v, f);
+    else
+      print_text(f, v);
   }
   fputs("}\n", f);
 }
 
 /* What decides the numbers: everything but train, metrics and checkpoint. */
 static void print_model_part(const pn_pipeline *p, FILE *f) {
-  fprintf(f, "seed: %llu\nbackend: %s\nthreads: %d\ndata:\n  train: ",
-          (unsigned long long)p->seed, p->backend, p->threads);
+  fprintf(f, "seed: %llu\nbackend: %s\nthreads: %d\ndata:\n  train: ", (unsigned long long)p->seed,
+          p->backend, p->threads);
   print_feature(f, &p->train_data, NULL);
   fputs("  test: ", f);
-  if (p->test_data.feature) print_feature(f, &p->test_data, NULL);
-  else fputs("~\n", f);
-  fprintf(f, "  valid: {split: %g}\n  batch: %lld\n  shuffle: %s\n  limit: %lld\nmodel:\n  input: ",
-          p->valid_split, (long long)p->batch, p->shuffle ? "true" : "false", (long long)p->limit);
+  if (p->test_data.feature)
+    print_feature(f, &p->test_data, NULL);
+  else
+    fputs("~\n", f);
+  if (p->valid_is_test)
+    fputs("  valid: test\n", f);
+  else
+    fprintf(f, "  valid: {split: %g}\n", p->valid_split);
+  fprintf(f, "  batch: %lld\n  shuffle: %s\nmodel:\n  input: ", (long long)p->batch,
+          p->shuffle ? "true" : "false");
   if (p->input.ndim == 0) fputs("~  # from the data\n", f);
   for (int i = 0; i < p->input.ndim; i++)
-    fprintf(f, "%s%lld%s", i ? ", " : "[", (long long)p->input.dim[i], i + 1 == p->input.ndim ? "]\n" : "");
+    fprintf(f, "%s%lld%s", i ? ", " : "[", (long long)p->input.dim[i],
+            i + 1 == p->input.ndim ? "]\n" : "");
   fputs("  layers:\n", f);
   for (int i = 0; i < p->n_layers; i++) {
     fputs("    - ", f);
@@ -411,8 +434,10 @@ static void print_model_part(const pn_pipeline *p, FILE *f) {
   const char *names[3] = {"loss", "optimizer", "schedule"};
   for (int i = 0; i < 3; i++) {
     fprintf(f, "%s: ", names[i]);
-    if (secs[i]->feature) print_feature(f, secs[i], NULL);
-    else fputs("~\n", f);
+    if (secs[i]->feature)
+      print_feature(f, secs[i], NULL);
+    else
+      fputs("~\n", f);
   }
 }
 
@@ -422,7 +447,8 @@ void pn_pipeline_print(const pn_pipeline *p, FILE *f) {
   fprintf(f, "train: {epochs: %lld, progress: %s}\nmetrics: [", (long long)p->epochs, p->progress);
   for (int i = 0; i < p->n_metrics; i++) fprintf(f, "%s%s", i ? ", " : "", p->metrics[i]);
   fputs("]\ncheckpoint: ", f);
-  if (!p->checkpoint) fputs("~\n", f);
+  if (!p->checkpoint)
+    fputs("~\n", f);
   else {
     fputs("{path: ", f);
     print_text(f, p->checkpoint);

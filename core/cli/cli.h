@@ -7,6 +7,10 @@ int pn_cmd_plugins(int argc, char **argv);
 int pn_cmd_inspect(int argc, char **argv);
 int pn_cmd_backends(int argc, char **argv);
 int pn_cmd_topology(int argc, char **argv);
+int pn_cmd_gradcheck(int argc, char **argv);
+int pn_cmd_train(int argc, char **argv);
+int pn_cmd_eval(int argc, char **argv);
+int pn_cmd_plan(int argc, char **argv);
 
 /* Prints "plugnet: <message>" for the current error and returns 1. */
 int pn_cli_fail(const char *context);

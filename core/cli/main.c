@@ -12,10 +12,16 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"train", pn_cmd_train,
+     "[PIPELINE] [--set k=v] [--backend B] [--resume F]: train (default: the MLP)"},
+    {"eval", pn_cmd_eval, "PIPELINE --checkpoint F: evaluate a checkpoint"},
+    {"plan", pn_cmd_plan, "PIPELINE [--set k=v]: print the resolved pipeline, every default shown"},
     {"plugins", pn_cmd_plugins, "list every feature from the plugin manifests"},
     {"inspect", pn_cmd_inspect, "FEATURE: its plugin, library, version and parameters"},
     {"backends", pn_cmd_backends, "list compute devices, available or why not"},
     {"topology", pn_cmd_topology, "cores, NUMA nodes and the thread binding chosen"},
+    {"gradcheck", pn_cmd_gradcheck,
+     "FEATURE [--set k=v] [--input NxD]: check gradients by finite differences"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

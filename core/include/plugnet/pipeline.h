@@ -31,9 +31,9 @@ typedef struct pn_pipeline {
   /* data */
   pn_pipeline_feature train_data, test_data;
   double valid_split; /* fraction of train held out, 0 for none */
+  int valid_is_test;  /* `valid: test`: the per-epoch table uses the test set */
   int64_t batch;
   int shuffle;
-  int64_t limit; /* use only the first `limit` training samples, 0 = all */
   /* model */
   pn_shape input; /* ndim 0: taken from the training data */
   pn_pipeline_feature *layers;
@@ -45,7 +45,7 @@ typedef struct pn_pipeline {
   char **metrics; /* accuracy, error_rate */
   int n_metrics;
   /* checkpoint */
-  char *checkpoint; /* NULL: none */
+  char *checkpoint;         /* NULL: none */
   int64_t checkpoint_every; /* epochs */
   /* A hash of what decides the numbers (data, model, loss, optimizer,
    * schedule, seed, backend), stored in checkpoints. */

@@ -15,6 +15,15 @@
 #include <plugnet/plugin.h>
 #include <plugnet/topology.h>
 #include <plugnet/threadpool.h>
+#include <plugnet/checkpoint.h>
+#include <plugnet/data.h>
+#include <plugnet/loader.h>
+#include <plugnet/loss.h>
+#include <plugnet/optim.h>
+#include <plugnet/model.h>
+#include <plugnet/pipeline.h>
+#include <plugnet/train.h>
+#include <plugnet/gradcheck.h>
 
 #define PN_VERSION "0.1.0"
 

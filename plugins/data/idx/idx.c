@@ -16,9 +16,9 @@
 #include <plugnet/data.h>
 #include <plugnet/plugin.h>
 
-#define FASHION_DIR "/usr/share/datasets/fashion-mnist/"
+#define FASHION_DIR  "/usr/share/datasets/fashion-mnist/"
 #define IDX_MAX_DIMS 4
-#define CHUNK (1u << 16)
+#define CHUNK        (1u << 16)
 /* Payload reads go through zlib's 32-bit avail_out. */
 #define MAX_READ ((size_t)1 << 30)
 
@@ -92,7 +92,7 @@ static pn_status gz_read(source *s, unsigned char *buf, size_t n, size_t *got) {
       PN_TRY(refill(s, &eof));
       if (eof)
         return pn_error(PN_ERR_PARSE,
-                        "%s: gzip: unexpected end of compressed data after %zu bytes "
+                        "%s: gzip: unexpected end of compressed data after %zu decompressed bytes "
                         "(truncated file?)",
                         s->path, (size_t)s->zs.total_out);
     }
@@ -182,9 +182,8 @@ static pn_status check_magic(const char *path, const unsigned char h[4], size_t 
                     "(unsigned byte) is",
                     path, h[2], type_name(h[2]));
   if (labels && h[3] != 1)
-    return pn_error(PN_ERR_PARSE,
-                    "%s: expected a labels file (1 dimension), found %d dimensions%s", path, h[3],
-                    h[3] >= 2 ? " (an images file?)" : "");
+    return pn_error(PN_ERR_PARSE, "%s: expected a labels file (1 dimension), found %d dimensions%s",
+                    path, h[3], h[3] >= 2 ? " (an images file?)" : "");
   if (!labels && (h[3] < 2 || h[3] > IDX_MAX_DIMS))
     return pn_error(PN_ERR_PARSE, "%s: expected an images file (2 to %d dimensions), found %d%s",
                     path, IDX_MAX_DIMS, h[3], h[3] == 1 ? " (a labels file?)" : "");

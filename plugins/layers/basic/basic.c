@@ -10,7 +10,7 @@
 /* Parameter initialisers draw from disjoint Philox counter ranges, so the
  * weight and the bias of one layer never share random numbers. */
 #define WEIGHT_COUNTER 0ull
-#define BIAS_COUNTER (1ull << 40)
+#define BIAS_COUNTER   (1ull << 40)
 
 static pn_status one_input(const char *layer, int n_in) {
   if (n_in == 1) return PN_OK;
@@ -71,12 +71,17 @@ static pn_status linear_build(pn_layer *l, const pn_config *cfg, const pn_shape 
   st->out = pn_config_int(cfg, "out");
   st->bias = pn_config_bool(cfg, "bias");
   pn_layer_set_state(l, st);
-  if (st->in < 1) return pn_error(PN_ERR_SHAPE, "linear: input has %lld features", (long long)st->in);
+  if (st->in < 1)
+    return pn_error(PN_ERR_SHAPE, "linear: input has %lld features", (long long)st->in);
   const char *init = pn_config_str(cfg, "init");
-  PN_TRY(pn_layer_add_param(l, "weight", init_weight(l, init, st->in, st->out), 1));
-  if (st->bias)
-    PN_TRY(pn_layer_add_param(
-        l, "bias", init_bias(l, init, pn_config_str(cfg, "bias_init"), st->in, st->out), 1));
+  pn_tensor *w = init_weight(l, init, st->in, st->out);
+  if (!w) return PN_ERR_INTERNAL;
+  PN_TRY(pn_layer_add_param(l, "weight", w, 1));
+  if (st->bias) {
+    pn_tensor *b = init_bias(l, init, pn_config_str(cfg, "bias_init"), st->in, st->out);
+    if (!b) return PN_ERR_INTERNAL;
+    PN_TRY(pn_layer_add_param(l, "bias", b, 1));
+  }
   *out = in[0];
   out->dim[out->ndim - 1] = st->out;
   return PN_OK;
@@ -166,32 +171,33 @@ static pn_status flatten_build(pn_layer *l, const pn_config *cfg, const pn_shape
                                pn_shape *out) {
   PN_TRY(one_input("flatten", n_in));
   int64_t start = pn_config_int(cfg, "start_dim");
-  /* start_dim counts the batch as 0; per sample it is one less. */
-  int first = (int)start - 1;
-  if (start < 1 || first >= in[0].ndim)
+  /* start_dim counts the batch as dimension 0, so per sample the merge
+   * begins at start - 1. */
+  if (start < 1 || start > in[0].ndim)
     return pn_error(PN_ERR_SHAPE, "flatten: start_dim = %lld is out of range for a %d-D input",
                     (long long)start, in[0].ndim + 1);
-  int64_t *keep = malloc(sizeof *keep);
-  if (!keep) return nomem("flatten");
-  pn_layer_set_state(l, keep);
+  int64_t *st = malloc(sizeof *st);
+  if (!st) return nomem("flatten");
+  *st = start;
+  pn_layer_set_state(l, st);
+  int first = (int)start - 1;
   out->ndim = first + 1;
   for (int d = 0; d < first; d++) out->dim[d] = in[0].dim[d];
   out->dim[first] = 1;
   for (int d = first; d < in[0].ndim; d++) out->dim[first] *= in[0].dim[d];
-  *keep = first;
   return PN_OK;
 }
 
 static pn_status flatten_forward(pn_layer *l, pn_tensor *const *in, int n_in, pn_tensor **out) {
   (void)n_in;
   pn_tensor *x = in[0];
-  int first = (int)*(const int64_t *)pn_layer_state(l) + 1; /* in batched dimensions */
-  if (x->ndim <= first)
-    return pn_error(PN_ERR_SHAPE, "flatten: a %d-D input has no dimension %d", x->ndim, first);
+  int start = (int)*(const int64_t *)pn_layer_state(l);
+  if (x->ndim <= start)
+    return pn_error(PN_ERR_SHAPE, "flatten: a %d-D input has no dimension %d", x->ndim, start);
   int64_t shape[PN_MAX_DIMS];
-  for (int d = 0; d < first; d++) shape[d] = x->shape[d];
-  shape[first] = -1;
-  return result(pn_reshape(x, first + 1, shape), out);
+  for (int d = 0; d < start; d++) shape[d] = x->shape[d];
+  shape[start] = -1;
+  return result(pn_reshape(x, start + 1, shape), out);
 }
 
 /* ------------------------------------------------------------ dropout */
@@ -259,9 +265,7 @@ static pn_status softmax_forward(pn_layer *l, pn_tensor *const *in, int n_in, pn
 /* ------------------------------------------------------------ registration */
 
 #define LAYER(build_, forward_, destroy_)                                                          \
-  {                                                                                                \
-    .size = sizeof(pn_layer_iface), .build = build_, .forward = forward_, .destroy = destroy_      \
-  }
+  { .size = sizeof(pn_layer_iface), .build = build_, .forward = forward_, .destroy = destroy_ }
 
 static const pn_layer_iface linear_iface = LAYER(linear_build, linear_forward, free_state);
 static const pn_layer_iface relu_iface = LAYER(same_shape_build, relu_forward, NULL);

@@ -1,0 +1,10 @@
+#!/bin/sh
+# plugnet's optimizers and schedules against torch.optim (tests/optim_torch.py,
+# through libplugnet with ctypes). Skipped (77) where torch is not installed.
+set -u
+top=${PN_TOP_BUILDDIR:-.}
+src=${PN_TOP_SRCDIR:-.}
+python3 -c "import torch" 2>/dev/null || { echo "SKIP: no python3 torch"; exit 77; }
+lib=$(ls "$top"/core/.libs/libplugnet.so.[0-9]* 2>/dev/null | head -n 1)
+[ -n "$lib" ] || { echo "FAIL: no libplugnet.so under $top/core/.libs"; exit 1; }
+exec python3 "$src/tests/optim_torch.py" "$lib"
