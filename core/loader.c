@@ -49,8 +49,10 @@ pn_status pn_split(int64_t n, double valid_fraction, uint64_t seed, int64_t **tr
   for (int64_t i = 0; i < *n_valid; i++) is_valid[perm[i]] = 1;
   int64_t t = 0, v = 0;
   for (int64_t i = 0; i < n; i++) {
-    if (is_valid[i]) (*valid)[v++] = i;
-    else (*train)[t++] = i;
+    if (is_valid[i])
+      (*valid)[v++] = i;
+    else
+      (*train)[t++] = i;
   }
   free(perm);
   free(is_valid);
@@ -60,7 +62,8 @@ pn_status pn_split(int64_t n, double valid_fraction, uint64_t seed, int64_t **tr
 pn_status pn_loader_new(pn_dataset *ds, const int64_t *indices, int64_t n, int64_t batch,
                         int shuffle, uint64_t seed, int drop_last, pn_loader **out) {
   const pn_dataset_info *info = pn_dataset_get_info(ds);
-  if (batch < 1) return pn_error(PN_ERR_INVALID, "batch size %lld must be at least 1", (long long)batch);
+  if (batch < 1)
+    return pn_error(PN_ERR_INVALID, "batch size %lld must be at least 1", (long long)batch);
   if (!indices) n = info->length;
   pn_loader *l = calloc(1, sizeof *l);
   if (!l) return pn_error(PN_ERR_NOMEM, "out of memory creating a loader");

@@ -173,7 +173,8 @@ static pn_status dispatch_fallback(const pn_op_args *a, pn_device *home) {
 }
 
 pn_status pn_op_dispatch(const pn_op_args *a) {
-  if (!a->out && a->n_in == 0) return pn_error(PN_ERR_INVALID, "op '%s': no tensors", pn_op_name(a->op));
+  if (!a->out && a->n_in == 0)
+    return pn_error(PN_ERR_INVALID, "op '%s': no tensors", pn_op_name(a->op));
   pn_device *dev = a->out ? a->out->buf->dev : a->in[0]->buf->dev;
   for (int i = 0; i < a->n_in; i++) {
     if (a->in[i]->buf->dev != dev)

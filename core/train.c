@@ -343,6 +343,7 @@ static pn_status train_epoch(run *r, int64_t epoch, double *mean_loss, pn_train_
     const char *path = r->p->checkpoint ? r->p->checkpoint : "interrupted.safetensors";
     s = save_checkpoint(r, path, epoch, b, res);
     res->interrupted = 1;
+    res->epochs_done = epoch; /* the epoch in progress, counted from 0 */
     if (r->bar) fputc('\n', r->prog);
   }
   return s;

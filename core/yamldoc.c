@@ -388,7 +388,8 @@ pn_status pni_ymap_put(pni_ynode *map, const char *key, pni_ynode *value) {
   for (int i = 0; i < map->n; i++) {
     if (strcmp(map->kids[2 * i]->text, key) == 0) {
       /* Keep the old position so later errors still point into the file. */
-      if (!value->line) value->line = map->kids[2 * i + 1]->line, value->col = map->kids[2 * i + 1]->col;
+      if (!value->line)
+        value->line = map->kids[2 * i + 1]->line, value->col = map->kids[2 * i + 1]->col;
       node_free(map->kids[2 * i + 1]);
       map->kids[2 * i + 1] = value;
       return PN_OK;

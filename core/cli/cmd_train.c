@@ -81,8 +81,10 @@ int pn_cmd_train(int argc, char **argv) {
   pn_pipeline_free(p);
   if (s != PN_OK) return pn_cli_fail(NULL);
   if (r.interrupted) {
-    fprintf(stderr, "plugnet: interrupted; checkpoint saved to %s (continue with --resume %s)\n",
-            r.checkpoint, r.checkpoint);
+    fprintf(
+        stderr,
+        "plugnet: interrupted in epoch %lld; checkpoint saved to %s (continue with --resume %s)\n",
+        (long long)r.epochs_done, r.checkpoint, r.checkpoint);
     return 130;
   }
   if (r.checkpoint[0]) printf("checkpoint: %s\n", r.checkpoint);
