@@ -237,7 +237,8 @@ static void test_pipeline_errors(void **state) {
   expect_load_error(NULL, s5, 1, "no list item 'nosuch'", NULL);
   char *s6[] = {"train.epochs=0"};
   expect_load_error(NULL, s6, 1, "bad.yaml:17:17", "below the minimum 1");
-  expect_load_error("metrics: [acuracy]\n", NULL, 0, "did you mean 'accuracy'", NULL);
+  char *s7[] = {"metrics=[acuracy]"};
+  expect_load_error(NULL, s7, 1, "did you mean 'accuracy'", NULL);
   expect_load_error("  - oops: [\n", NULL, 0, "bad.yaml:", NULL); /* malformed YAML */
 }
 
