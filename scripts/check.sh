@@ -6,6 +6,10 @@
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" || exit 1
+# Python peers for the interoperability tests, which skip without them.
+python3 -c 'import numpy, safetensors' 2>/dev/null ||
+  python3 -m pip install -q numpy safetensors >/dev/null 2>&1 ||
+  echo "note: numpy/safetensors unavailable; the safetensors interop test will skip"
 jobs=$(nproc)
 pass=0 fail=0 skip=0
 status=0

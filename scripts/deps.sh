@@ -1,8 +1,10 @@
 #!/bin/sh
-# Installs what plugnet needs to build and test on Debian 12, when missing.
+# Installs what plugnet needs to build, test and run its main job on Debian 12
+# (Fashion-MNIST comes as the package dataset-fashion-mnist), when missing.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config libyaml-dev libhwloc-dev hwloc
-libopenblas-dev zlib1g-dev libjansson-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev"
+libopenblas-dev zlib1g-dev libjansson-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev
+dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

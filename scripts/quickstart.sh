@@ -4,8 +4,5 @@ set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
-cli="$top/build/core/cli/plugnet"
-# Until the training pipeline lands, the main job shows what plugnet found.
-"$cli" plugins
-"$cli" backends
-"$cli" topology
+# The main job: share/pipelines/fashion-mnist-mlp.yaml, the default pipeline.
+exec "$top/build/core/cli/plugnet" train
