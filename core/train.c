@@ -318,7 +318,7 @@ static pn_status train_step(run *r, pn_tensor *x, pn_tensor *y, double *loss_val
 
 static pn_status train_epoch(run *r, int64_t epoch, double *mean_loss, pn_train_result *res) {
   int64_t nb = pn_loader_batches(r->train_ld), b = r->skip_batches, samples = 0, every = nb / 4;
-  double sum = 0.0, t0 = now();
+  double sum = 0.0, t0 = now(), last = 0.0;
   pn_status s = PN_OK;
   pn_model_set_training(r->model, 1);
   pn_loader_start(r->train_ld, epoch, b);
@@ -335,8 +335,12 @@ static pn_status train_epoch(run *r, int64_t epoch, double *mean_loss, pn_train_
     if (s != PN_OK) break;
     sum += lv;
     b++;
-    if (r->bar || b == nb || (every && b % every == 0))
+    /* A terminal redraws at most ten times a second; a log gets four lines an epoch. */
+    int due = r->bar ? now() - last >= 0.1 : every && b % every == 0;
+    if (due || b == nb) {
       progress(r, epoch, b, nb, sum / (double)b, t0, samples);
+      last = now();
+    }
   }
   *mean_loss = b ? sum / (double)b : NAN;
   if (s == PN_OK && interrupted) {
