@@ -57,6 +57,9 @@ for want in "Plugin       doubler" "Version      1.2.3" "$plugins/doubler.so" \
 done
 
 "$PN_TOP_BUILDDIR/tests/thirdparty_use" || fail "thirdparty_use"
+"$PN_TOP_BUILDDIR/core/cli/plugnet" gradcheck doubler --set factor=3 >"$tmp/gradcheck.out" 2>&1 ||
+  { cat "$tmp/gradcheck.out"; fail "plugnet gradcheck doubler (a third-party layer)"; }
+grep -q "passed" "$tmp/gradcheck.out" || fail "gradcheck doubler did not report passing"
 
 # The complete example in docs/PLUGINS.md must build and be found as written.
 docs=$tmp/docs
