@@ -86,12 +86,16 @@ static void bench_matmul(pn_device *cpu, int64_t n) {
   for (int r = 0; r < REPS; r++) {
     double t0 = now_s();
     for (int i = 0; i < inner; i++) pn_tensor_unref(check(pn_matmul(a, b, 0, 0), "matmul"));
+    /* The peer: OpenBLAS with its own threads, as a user would call it (the
+     * cpu backend runs it single-threaded inside its pool instead). */
+    openblas_set_num_threads(pn_threadpool_size(pn_threadpool_global()));
     double t1 = now_s();
     for (int i = 0; i < inner; i++)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)n, (blasint)n,
                   1.0f, pn_tensor_data(a), (blasint)n, pn_tensor_data(b), (blasint)n, 0.0f, c,
                   (blasint)n);
     double t2 = now_s();
+    openblas_set_num_threads(1);
     ours[r] = (t1 - t0) / inner;
     blas[r] = (t2 - t1) / inner;
   }
@@ -221,9 +225,10 @@ int main(int argc, char **argv) {
   char desc[512] = "";
   if (cpu->iface->describe) cpu->iface->describe(cpu->ctx, desc, sizeof desc);
   printf("cpu backend: %s\n", desc);
-  printf("pool threads: %d, cpu backend threads: %d, OpenBLAS threads: %d\n\n",
+  printf("pool threads: %d, cpu backend threads: %d (OpenBLAS single-threaded in each); "
+         "the cblas_sgemm peer runs with %d OpenBLAS threads\n\n",
          pn_threadpool_size(pool), cpu->iface->threads ? cpu->iface->threads(cpu->ctx) : -1,
-         openblas_get_num_threads());
+         pn_threadpool_size(pool));
   bench_matmul(cpu, 512);
   bench_matmul(cpu, 2048);
   bench_add(cpu, pool);

@@ -235,8 +235,13 @@ static pn_status finish_leaves(pass *p) {
   for (int i = 0; i < p->n; i++) {
     pn_tensor *leaf = p->leaves[i].leaf;
     pn_tensor *g = apply_hooks(leaf, p->leaves[i].grad);
-    /* Gradients may be views or shared between leaves: own a contiguous copy. */
-    pn_tensor *own = s == PN_OK ? (leaf->grad ? pn_add(leaf->grad, g) : pn_copy(g)) : NULL;
+    /* A gradient may be a view, or shared with another leaf: keep it only
+     * when it is contiguous and nothing else holds it or its buffer. */
+    int sole = g && g->refs == 1 && g->buf->refs == 1 && pn_tensor_is_contiguous(g) && !g->node;
+    pn_tensor *own = s != PN_OK  ? NULL
+                     : leaf->grad ? pn_add(leaf->grad, g)
+                     : sole       ? pn_tensor_ref(g)
+                                  : pn_copy(g);
     if (s == PN_OK && !own) s = PN_ERR_INTERNAL;
     if (own) {
       pn_tensor_unref(leaf->grad);

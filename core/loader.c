@@ -107,21 +107,30 @@ void pn_loader_start(pn_loader *l, int64_t epoch, int64_t skip) {
   l->pos = skip * l->batch;
 }
 
+/* Decodes straight into the batch tensors when the device's memory is host
+ * memory, through the staging buffers otherwise. */
 pn_status pn_loader_next(pn_loader *l, pn_device *dev, pn_tensor **x, pn_tensor **y) {
   *x = *y = NULL;
   int64_t b = l->n - l->pos < l->batch ? l->n - l->pos : l->batch;
   if (b <= 0 || (l->drop_last && b < l->batch)) return PN_OK;
   const pn_dataset_info *info = pn_dataset_get_info(l->ds);
-  PN_TRY(pn_dataset_read(l->ds, l->order + l->pos, b, l->x, l->y));
-  l->pos += b;
   int64_t xs[PN_MAX_DIMS + 1] = {b}, ys[PN_MAX_DIMS + 1] = {b};
   memcpy(xs + 1, info->x_shape.dim, sizeof(int64_t) * (size_t)info->x_shape.ndim);
   memcpy(ys + 1, info->y_shape.dim, sizeof(int64_t) * (size_t)info->y_shape.ndim);
-  *x = pn_tensor_from_host(dev, PN_F32, info->x_shape.ndim + 1, xs, l->x);
-  *y = pn_tensor_from_host(dev, PN_I64, info->y_shape.ndim + 1, ys, l->y);
-  if (*x && *y) return PN_OK;
+  *x = pn_tensor_new(dev, PN_F32, info->x_shape.ndim + 1, xs);
+  *y = pn_tensor_new(dev, PN_I64, info->y_shape.ndim + 1, ys);
+  pn_status s = *x && *y ? PN_OK : PN_ERR_NOMEM;
+  float *xd = s == PN_OK ? pn_tensor_data(*x) : NULL;
+  int64_t *yd = s == PN_OK ? pn_tensor_data(*y) : NULL;
+  if (s == PN_OK) s = pn_dataset_read(l->ds, l->order + l->pos, b, xd ? xd : l->x, yd ? yd : l->y);
+  if (s == PN_OK && !xd) s = pn_tensor_write(*x, l->x, pn_tensor_nbytes(*x));
+  if (s == PN_OK && !yd) s = pn_tensor_write(*y, l->y, pn_tensor_nbytes(*y));
+  if (s == PN_OK) {
+    l->pos += b;
+    return PN_OK;
+  }
   pn_tensor_unref(*x);
   pn_tensor_unref(*y);
   *x = *y = NULL;
-  return PN_ERR_NOMEM;
+  return s;
 }

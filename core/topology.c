@@ -352,9 +352,9 @@ pn_status pn_topology_report(char *buf, size_t n) {
   for (int k = 0; k < info.threads; k++) report_worker(&t, k, info.bound);
   if (!T.can_bind) put(&t, "  binding unavailable: %s\n", T.bind_error);
   put(&t,
-      "OpenBLAS: the cpu backend sets %d %s, the pool size, so BLAS and the pool share the "
-      "same cores without oversubscribing them\n",
-      info.threads, plural(info.threads, "thread", "threads"));
+      "OpenBLAS: single-threaded inside the %d %s, which split each large matrix product, so "
+      "BLAS and the pool never compete for cores\n",
+      info.threads, plural(info.threads, "worker", "workers"));
   put(&t, "reason: %s\n", info.reason);
   if (t.len >= n)
     return pn_error(PN_ERR_INVALID, "pn_topology_report: %zu bytes needed, buffer holds %zu",

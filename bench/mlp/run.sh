@@ -37,7 +37,9 @@
 # data held as float32: 219 MB for the two sets; plugnet keeps uint8).
 #
 # Threads: every process runs under `taskset -c $CPUS` with OMP/OPENBLAS/
-# MKL_NUM_THREADS=$THREADS; plugnet gets --set threads=$THREADS, PyTorch
+# MKL_NUM_THREADS=$THREADS; plugnet gets PLUGNET_THREADS=$THREADS (its
+# process-wide pool; `--set threads=N` would give the cpu backend a second
+# pool beside the global one the Adam kernel uses), PyTorch
 # torch.set_num_threads($THREADS). The rounds interleave the three programs
 # so that a noisy neighbour hurts all of them alike; on a shared machine,
 # look at the load average printed first and trust the medians.
@@ -52,7 +54,10 @@ plugnet=${1:-}
 if [ -z "$plugnet" ]; then
   if [ -x core/cli/plugnet ]; then plugnet=core/cli/plugnet; else plugnet=$(command -v plugnet || true); fi
 fi
-[ -n "$plugnet" ] && [ -x "$plugnet" ] || { echo "run.sh: no plugnet binary (pass its path)" >&2; exit 2; }
+if [ -z "$plugnet" ] || [ ! -x "$plugnet" ]; then
+  echo "run.sh: no plugnet binary (pass its path)" >&2
+  exit 2
+fi
 [ -x /usr/bin/time ] || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 "$python" -c 'import torch, numpy' 2>/dev/null || { echo "run.sh: $python lacks torch or numpy" >&2; exit 2; }
 
@@ -60,12 +65,12 @@ out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$out"' EXIT
 
-export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
-export BENCH_THREADS=$threads
+export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
+export BENCH_THREADS="$threads" PLUGNET_THREADS="$threads" PYTHONDONTWRITEBYTECODE=1
 
 # The pipeline's values restated where they define the job; none has a space.
-plugnet_sets="--set threads=$threads --set schedule.type=constant --set optimizer.lr=2.0e-3
-  --set data.batch=128 --set train.epochs=5 --set data.valid=test --set train.progress=off"
+plugnet_sets="--set schedule.type=constant --set optimizer.lr=2.0e-3 --set data.batch=128"
+plugnet_sets="$plugnet_sets --set train.epochs=5 --set data.valid=test --set train.progress=off"
 
 one() { # name round command...
   name=$1 round=$2
@@ -78,7 +83,7 @@ one() { # name round command...
   }
 }
 
-echo "plugnet: $plugnet"
+echo "plugnet: $plugnet train $plugnet_sets (default pipeline, PLUGNET_THREADS=$threads)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) online;" \
   "taskset -c $cpus, $threads threads; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 r=1

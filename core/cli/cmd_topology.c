@@ -39,7 +39,6 @@ int pn_cmd_topology(int argc, char **argv) {
     return pn_cli_fail("topology");
   }
   fputs(report, stdout);
-  printf("openblas threads: %d (the cpu backend sets OpenBLAS to its pool size)\n", info.threads);
   free(report);
   return 0;
 }

@@ -709,8 +709,39 @@ static int blas_operand(const pn_tensor *t, int trans, enum CBLAS_TRANSPOSE *op,
   return 0;
 }
 
+/* Below this many multiply-adds a product runs on one thread; from the
+ * second bound on, OpenBLAS threads it itself. */
+#define GEMM_SPLIT_FLOPS        ((int64_t)1 << 18)
+#define GEMM_BLAS_THREADS_FLOPS ((int64_t)1 << 26)
+#define GEMM_MIN_SLICE   32
+
+typedef struct gemm_job {
+  enum CBLAS_TRANSPOSE ta, tb;
+  int64_t m, n, k;
+  const float *a, *b;
+  float *c;
+  blasint lda, ldb;
+  int split_n; /* slices are columns of C (else rows) */
+} gemm_job;
+
+/* C[rows or columns begin..end) of op(A) op(B); a row of op(A) starts at
+ * a + r*lda when A is not transposed, at a + r when it is (and likewise for
+ * the columns of op(B)). */
+static void gemm_slice(void *arg, int64_t begin, int64_t end, int worker) {
+  const gemm_job *j = arg;
+  (void)worker;
+  if (j->split_n) {
+    const float *b = j->tb == CblasNoTrans ? j->b + begin : j->b + begin * j->ldb;
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, (blasint)j->m, (blasint)(end - begin), (blasint)j->k,
+                1.0f, j->a, j->lda, b, j->ldb, 0.0f, j->c + begin, (blasint)j->n);
+  } else {
+    const float *a = j->ta == CblasNoTrans ? j->a + begin * j->lda : j->a + begin;
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, (blasint)(end - begin), (blasint)j->n, (blasint)j->k,
+                1.0f, a, j->lda, j->b, j->ldb, 0.0f, j->c + begin * j->n, (blasint)j->n);
+  }
+}
+
 pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a) {
-  (void)dctx;
   PN_TRY(require_f32(a));
   const pn_tensor *x = a->in[0], *y = a->in[1];
   pn_tensor *o = a->out;
@@ -734,8 +765,23 @@ pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a) {
   blasint lda, ldb;
   if (!blas_operand(x, a->p.trans_a, &ta, &lda) || !blas_operand(y, a->p.trans_b, &tb, &ldb))
     return pn_error(PN_ERR_UNSUPPORTED, "cpu: matmul: an operand's strides are not BLAS-shaped");
-  cblas_sgemm(CblasRowMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, 1.0f, pn_tensor_data(x),
-              lda, pn_tensor_data(y), ldb, 0.0f, op, (blasint)n);
+  gemm_job j = {ta, tb, m, n, k, pn_tensor_data(x), pn_tensor_data(y), op, lda, ldb, n >= m};
+  int64_t macs = m * n * k;
+  const pni_cpu_ctx *c = dctx;
+  int threads = c && c->pool ? pn_threadpool_size(c->pool) : 1;
+  if (macs < GEMM_SPLIT_FLOPS || threads < 2) {
+    gemm_slice(&j, 0, j.split_n ? n : m, 0);
+  } else if (macs < GEMM_BLAS_THREADS_FLOPS) {
+    /* Mid-sized products (a training step's) are split over the pool with
+     * OpenBLAS single-threaded in each worker: OpenBLAS's own workers would
+     * otherwise spin between calls, fighting the pool for the cores. */
+    pni_cpu_parallel(c, j.split_n ? n : m, GEMM_MIN_SLICE, gemm_slice, &j);
+  } else {
+    /* Large ones gain from OpenBLAS sharing packed panels between threads. */
+    openblas_set_num_threads(threads);
+    gemm_slice(&j, 0, j.split_n ? n : m, 0);
+    openblas_set_num_threads(1);
+  }
   return PN_OK;
 }
 
