@@ -2,6 +2,7 @@
  * function does one phase: setup, resume, an epoch, an evaluation, a
  * checkpoint. */
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,10 +71,39 @@ static pn_status setup_device(run *r, const char *backend) {
   return PN_OK;
 }
 
+/* The test set is opened on a second thread while the training set opens:
+ * decompressing a data set is a good part of a short run. */
+typedef struct opener {
+  const pn_pipeline_feature *f;
+  pn_dataset *ds;
+  pn_status s;
+  char msg[1024];
+} opener;
+
+static void *open_dataset(void *arg) {
+  opener *o = arg;
+  o->s = pn_dataset_open(o->f->feature, o->f->cfg, &o->ds);
+  if (o->s != PN_OK) snprintf(o->msg, sizeof o->msg, "%s", pn_last_error());
+  return NULL;
+}
+
+static pn_status open_datasets(run *r) {
+  const pn_pipeline *p = r->p;
+  opener test = {&p->test_data, NULL, PN_OK, ""};
+  pthread_t th;
+  int threaded = p->test_data.feature && pthread_create(&th, NULL, open_dataset, &test) == 0;
+  if (p->test_data.feature && !threaded) open_dataset(&test);
+  pn_status s = pn_dataset_open(p->train_data.feature, p->train_data.cfg, &r->train_ds);
+  if (threaded) pthread_join(th, NULL);
+  r->test_ds = test.ds;
+  if (s == PN_OK && test.s != PN_OK) s = pn_error(test.s, "%s", test.msg);
+  return s;
+}
+
 static pn_status setup_data(run *r) {
   const pn_pipeline *p = r->p;
   int64_t *tr = NULL, *va = NULL, n_tr = 0, n_va = 0;
-  PN_TRY(pn_dataset_open(p->train_data.feature, p->train_data.cfg, &r->train_ds));
+  PN_TRY(open_datasets(r));
   int64_t n = pn_dataset_get_info(r->train_ds)->length;
   PN_TRY(pn_split(n, p->valid_split, p->seed, &tr, &n_tr, &va, &n_va));
   pn_status s =
@@ -83,8 +113,7 @@ static pn_status setup_data(run *r) {
   free(tr);
   free(va);
   PN_TRY(s);
-  if (!p->test_data.feature) return PN_OK;
-  PN_TRY(pn_dataset_open(p->test_data.feature, p->test_data.cfg, &r->test_ds));
+  if (!r->test_ds) return PN_OK;
   PN_TRY(pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->test_ld));
   if (!p->valid_is_test) return PN_OK;
   return pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->valid_ld);

@@ -6,8 +6,10 @@
 #   bench/mlp/run.sh [PLUGNET]      (default: core/cli/plugnet under the
 #                                    current directory, else plugnet on PATH)
 #   env: RUNS=3 (rounds; medians are reported), THREADS=2, CPUS=0-1 (taskset
-#        list every process is confined to), PYTHON=python3, KEEP=dir (keep
-#        every output there)
+#        list every process is confined to), PYTHON=python3, TORCH_PYTHON
+#        (the interpreter for the PyTorch peer, default $PYTHON; e.g.
+#        /usr/bin/python3 with Debian's python3-torch 1.13, the version the
+#        issue's figures were taken with), KEEP=dir (keep every output there)
 #
 # One job for all three, the default pipeline's (share/pipelines/
 # fashion-mnist-mlp.yaml) with a constant rate:
@@ -50,6 +52,7 @@ runs=${RUNS:-3}
 threads=${THREADS:-2}
 cpus=${CPUS:-0-$((threads - 1))}
 python=${PYTHON:-python3}
+torch_python=${TORCH_PYTHON:-$python}
 plugnet=${1:-}
 if [ -z "$plugnet" ]; then
   if [ -x core/cli/plugnet ]; then plugnet=core/cli/plugnet; else plugnet=$(command -v plugnet || true); fi
@@ -59,7 +62,9 @@ if [ -z "$plugnet" ] || [ ! -x "$plugnet" ]; then
   exit 2
 fi
 [ -x /usr/bin/time ] || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
-"$python" -c 'import torch, numpy' 2>/dev/null || { echo "run.sh: $python lacks torch or numpy" >&2; exit 2; }
+"$torch_python" -c 'import torch, numpy' 2>/dev/null || { echo "run.sh: $torch_python lacks torch or numpy" >&2; exit 2; }
+"$python" -c 'import numpy' 2>/dev/null || { echo "run.sh: $python lacks numpy" >&2; exit 2; }
+echo "peers: torch $("$torch_python" -c 'import torch; print(torch.__version__)') ($torch_python), numpy $("$python" -c 'import numpy; print(numpy.__version__)') ($python)"
 
 out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
@@ -90,7 +95,7 @@ r=1
 while [ "$r" -le "$runs" ]; do
   # shellcheck disable=SC2086
   one plugnet "$r" "$plugnet" train $plugnet_sets
-  one torch "$r" "$python" "$here/mlp_torch.py"
+  one torch "$r" "$torch_python" "$here/mlp_torch.py"
   one numpy "$r" "$python" "$here/mlp_numpy.py"
   r=$((r + 1))
 done
