@@ -3,7 +3,7 @@
 # (Fashion-MNIST comes as the package dataset-fashion-mnist), when missing.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config libyaml-dev libhwloc-dev hwloc
-libopenblas-dev zlib1g-dev libjansson-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev
+libopenblas-dev zlib1g-dev libdeflate-dev libjansson-dev libjpeg62-turbo-dev libpng-dev libcmocka-dev
 dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do

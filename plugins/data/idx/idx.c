@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include <plugnet/config.h>
@@ -27,6 +28,8 @@
 typedef struct source {
   const char *path;
   FILE *f;
+  unsigned char *mem; /* the whole decompressed file, when the fast path worked */
+  size_t mem_len, mem_pos;
   int gz, z_ready, z_done;
   z_stream zs;
   unsigned char in[CHUNK];
@@ -39,6 +42,56 @@ static pn_status open_error(const char *path) {
                   hint ? " (install the Debian package dataset-fashion-mnist)" : "");
 }
 
+/* Decompresses every gzip member of `in` with libdeflate, about three
+ * times faster than zlib's streaming inflate (a third of a short training
+ * run went to zlib). Returns 0 on any failure: zlib then reads the file
+ * again and says precisely what is wrong. */
+static int deflate_members(const unsigned char *in, size_t n, unsigned char **out, size_t *len) {
+  struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+  /* The last member's trailer holds its size mod 2^32: exact for one member. */
+  size_t cap = n >= 4 ? (size_t)in[n - 4] | (size_t)in[n - 3] << 8 | (size_t)in[n - 2] << 16 |
+                            (size_t)in[n - 1] << 24
+                      : 0;
+  if (cap < n) cap = 4 * n + 64;
+  unsigned char *buf = malloc(cap);
+  size_t pos = 0, have = 0;
+  int ok = d && buf;
+  while (ok && pos + 1 < n && in[pos] == 0x1f && in[pos + 1] == 0x8b) {
+    size_t used = 0, got = 0;
+    enum libdeflate_result r =
+        libdeflate_gzip_decompress_ex(d, in + pos, n - pos, buf + have, cap - have, &used, &got);
+    if (r == LIBDEFLATE_INSUFFICIENT_SPACE) {
+      unsigned char *bigger = realloc(buf, cap * 2);
+      ok = bigger != NULL;
+      if (ok) buf = bigger, cap *= 2;
+      continue;
+    }
+    ok = r == LIBDEFLATE_SUCCESS;
+    pos += used;
+    have += got;
+  }
+  libdeflate_free_decompressor(d);
+  if (!ok || pos == 0) {
+    free(buf);
+    return 0;
+  }
+  *out = buf;
+  *len = have;
+  return 1;
+}
+
+static pn_status inflate_whole(source *s) {
+  long size = fseek(s->f, 0, SEEK_END) == 0 ? ftell(s->f) : -1;
+  if (size <= 0 || fseek(s->f, 0, SEEK_SET) != 0) return PN_ERR_IO;
+  unsigned char *in = malloc((size_t)size);
+  int ok = in && fread(in, 1, (size_t)size, s->f) == (size_t)size &&
+           deflate_members(in, (size_t)size, &s->mem, &s->mem_len);
+  free(in);
+  if (ok) return PN_OK;
+  clearerr(s->f);
+  return fseek(s->f, 0, SEEK_SET) == 0 ? PN_ERR_PARSE : PN_ERR_IO;
+}
+
 /* gzip is recognised by its magic bytes, whatever the file is called. */
 static pn_status src_open(source *s, const char *path) {
   s->path = path;
@@ -49,6 +102,7 @@ static pn_status src_open(source *s, const char *path) {
     return pn_error(PN_ERR_IO, "%s: %s", path, strerror(errno));
   s->gz = got == 2 && m[0] == 0x1f && m[1] == 0x8b;
   if (!s->gz) return PN_OK;
+  if (inflate_whole(s) == PN_OK) return PN_OK;
   /* 16 + MAX_WBITS: a gzip wrapper, whose CRC and length zlib checks. */
   if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK)
     return pn_error(PN_ERR_NOMEM, "%s: gzip: %s", path, s->zs.msg ? s->zs.msg : "init failed");
@@ -57,6 +111,7 @@ static pn_status src_open(source *s, const char *path) {
 }
 
 static void src_close(source *s) {
+  free(s->mem);
   if (s->z_ready) inflateEnd(&s->zs);
   if (s->f) fclose(s->f);
 }
@@ -114,7 +169,11 @@ static pn_status src_read(source *s, void *buf, size_t n, size_t *got) {
   while (*got < n) {
     size_t want = n - *got < MAX_READ ? n - *got : MAX_READ, r = 0;
     unsigned char *p = (unsigned char *)buf + *got;
-    if (s->gz)
+    if (s->mem) {
+      r = s->mem_len - s->mem_pos < want ? s->mem_len - s->mem_pos : want;
+      memcpy(p, s->mem + s->mem_pos, r);
+      s->mem_pos += r;
+    } else if (s->gz)
       PN_TRY(gz_read(s, p, want, &r));
     else {
       r = fread(p, 1, want, s->f);
@@ -279,7 +338,7 @@ static pn_status idx_load(const char *path, int labels, idx_array *a) {
 typedef struct idx_ds {
   idx_array images, labels;
   pn_dataset_info info;
-  size_t sample; /* bytes per image */
+  size_t sample;          /* bytes per image */
   float scale, mean, std; /* x = (byte / scale - mean) / std */
   char **names;
   int n_names;
