@@ -134,21 +134,9 @@ static pn_status default_text(const pni_ydoc *d, const pni_ynode *n, const pn_pa
   if (p->type != PN_PARAM_INTS || n->kind != PNI_YSEQ)
     return pni_yerror(d, n, PN_ERR_PARSE, "the default of %s must be a scalar, not %s", where,
                       pni_ykind_name(n->kind));
-  size_t cap = 3;
-  for (int i = 0; i < n->n; i++) {
+  for (int i = 0; i < n->n; i++)
     PN_TRY(pni_yexpect(d, n->kids[i], PNI_YSCALAR, "an element of an ints default"));
-    cap += strlen(n->kids[i]->text) + 2;
-  }
-  char *s = malloc(cap);
-  if (!s) return nomem(d);
-  strcpy(s, "[");
-  for (int i = 0; i < n->n; i++) {
-    if (i) strcat(s, ", ");
-    strcat(s, n->kids[i]->text);
-  }
-  strcat(s, "]");
-  *out = s;
-  return PN_OK;
+  return (*out = pni_yseq_text(n)) ? PN_OK : nomem(d);
 }
 
 static pn_status parse_bound(const pni_ydoc *d, const pni_ynode *map, const char *key,

@@ -66,22 +66,10 @@ static pn_status value_text(ctx *c, const pni_ynode *n, const char *key, char **
   if (n->kind != PNI_YSEQ)
     return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be a value or a list, not a mapping",
                       key);
-  size_t len = 3;
-  for (int i = 0; i < n->n; i++) {
+  for (int i = 0; i < n->n; i++)
     if (n->kids[i]->kind != PNI_YSCALAR)
       return pni_yerror(c->doc, n->kids[i], PN_ERR_INVALID, "%s: lists hold plain values", key);
-    len += strlen(n->kids[i]->text) + 2;
-  }
-  char *s = malloc(len);
-  if (!s) return nomem();
-  strcpy(s, "[");
-  for (int i = 0; i < n->n; i++) {
-    if (i) strcat(s, ", ");
-    strcat(s, n->kids[i]->text);
-  }
-  strcat(s, "]");
-  *out = s;
-  return PN_OK;
+  return (*out = pni_yseq_text(n)) ? PN_OK : nomem();
 }
 
 static int is_reserved(const char *key, const char *const *reserved, int n) {

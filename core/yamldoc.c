@@ -408,3 +408,17 @@ pn_status pni_ymap_put(pni_ynode *map, const char *key, pni_ynode *value) {
   map->n++;
   return PN_OK;
 }
+
+char *pni_yseq_text(const pni_ynode *seq) {
+  size_t cap = 3;
+  for (int i = 0; i < seq->n; i++) cap += strlen(seq->kids[i]->text) + 2;
+  char *s = malloc(cap);
+  if (!s) return NULL;
+  strcpy(s, "[");
+  for (int i = 0; i < seq->n; i++) {
+    if (i) strcat(s, ", ");
+    strcat(s, seq->kids[i]->text);
+  }
+  strcat(s, "]");
+  return s;
+}

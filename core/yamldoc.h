@@ -77,6 +77,10 @@ pn_status pni_yint(const pni_ydoc *d, const pni_ynode *n, const char *what, int6
 pn_status pni_ydouble(const pni_ydoc *d, const pni_ynode *n, const char *what, double *out);
 pn_status pni_ybool(const pni_ydoc *d, const pni_ynode *n, const char *what, int *out);
 
+/* A sequence of scalars (the caller has checked) as the text "[a, b, c]",
+ * the form pn_config_set accepts for lists; NULL when out of memory. */
+char *pni_yseq_text(const pni_ynode *seq);
+
 /* Edits, for command-line overrides. New nodes have line 0 (no position);
  * pni_ymap_put takes `value`, replacing the key's value or appending it. */
 pni_ynode *pni_ynode_scalar(const char *text);
