@@ -3,7 +3,6 @@
  * files, each a clear error naming the file (and the tensor at fault). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +13,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 
 #include <plugnet/checkpoint.h>
 #include <plugnet/plugnet.h>
@@ -346,11 +347,6 @@ static void test_converted_dtypes(void **state) {
   pn_tensor_map_free(m);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
   return mkdtemp(tmpdir) ? 0 : -1;
@@ -358,7 +354,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  return nftw(tmpdir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  return tu_rmtree(tmpdir);
 }
 
 int main(void) {

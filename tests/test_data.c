@@ -2,7 +2,6 @@
  * limit, gzip found by its magic bytes, class names, concurrent reads, and
  * broken files (each a one-line error naming the file, never a crash). The
  * real Fashion-MNIST train set is checked when it is installed. */
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +13,8 @@
 #include <zlib.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 
 #include <plugnet/data.h>
 #include <plugnet/plugnet.h>
@@ -407,11 +408,6 @@ static void test_fashion_mnist(void **state) {
 
 /* ---- fixture */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
   return mkdtemp(tmpdir) ? 0 : -1;
@@ -419,7 +415,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  return nftw(tmpdir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  return tu_rmtree(tmpdir);
 }
 
 int main(void) {

@@ -292,8 +292,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_missing_dataset_file),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  if (tu_rmtree(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
   return failed ? 1 : 0;
 }

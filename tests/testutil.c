@@ -1,3 +1,4 @@
+#include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -66,3 +67,10 @@ pn_tensor *tu_check(pn_tensor *t, const char *what) {
   if (!t) fail_msg("%s failed: %s", what, pn_last_error());
   return t;
 }
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+int tu_rmtree(const char *dir) { return nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }

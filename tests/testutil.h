@@ -15,6 +15,8 @@ pn_tensor *tu_random(pn_device *dev, int ndim, const int64_t *shape, float lo, f
 float *tu_host(const pn_tensor *t);
 /* max|a-b| / max(1, max|b|) over n elements. */
 double tu_norm_err(const float *a, const float *b, int64_t n);
+/* Removes a directory tree (a test's temporary files); 0 on success. */
+int tu_rmtree(const char *dir);
 /* Fails with the op name and error when t is NULL. */
 pn_tensor *tu_check(pn_tensor *t, const char *what);
 
