@@ -3,7 +3,7 @@
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${1:-"$top/build"}
-shift 2>/dev/null || true
+if [ $# -gt 0 ]; then shift; fi
 [ -x "$top/configure" ] || (cd "$top" && ./bootstrap >/dev/null 2>&1)
 mkdir -p "$dir"
 cd "$dir"
