@@ -26,4 +26,19 @@ void pni_autograd_forward_hooks(const char *op, pn_tensor *const *in, int n_in, 
 /* tensor.c: a new contiguous tensor shaped like s on dev, without autograd state. */
 pn_tensor *pni_tensor_alloc(pn_device *dev, pn_dtype dt, const pn_shape *s);
 
+
+/* ops.c: the pieces every math-API file (ops.c, ops_conv.c, ops_nn.c) builds
+ * its ops from. pni_run_op runs one op on contiguous copies of its inputs
+ * into a new output of `shape`; pni_record puts it on the tape (dropping out
+ * on failure); the others set the error message and return NULL / 1. */
+#include <plugnet/autograd.h>
+pn_tensor *pni_run_op(int op, const pn_op_params *p, pn_tensor *const *in, int n,
+                      const pn_shape *shape, pn_dtype dt, const char *name);
+pn_tensor *pni_record(const char *name, pn_tensor *const *in, int n, pn_tensor *out,
+                      pn_backward_fn bw, pn_tensor *const *saved, int n_saved,
+                      const pn_op_params *p, int keep_out);
+int pni_any_null(pn_tensor *const *in, int n);
+pn_tensor *pni_fail_shape(const char *op, const pn_tensor *a, const pn_tensor *b, const char *why);
+pn_tensor *pni_require_f32(pn_tensor *x, const char *op);
+
 #endif

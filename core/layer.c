@@ -13,14 +13,18 @@ typedef struct param {
   int trainable;
 } param;
 
+typedef struct param_list {
+  param *v;
+  int n, cap;
+} param_list;
+
 struct pn_layer {
   char *name;
   const pn_layer_iface *iface;
   pn_shape out;
   int training;
   void *state;
-  param *params;
-  int n_params, cap_params;
+  param_list params, buffers;
   pn_device *dev;
 };
 
@@ -78,14 +82,19 @@ pn_status pn_layer_create(const char *feature, const char *name, const pn_config
   return PN_OK;
 }
 
+static void free_list(param_list *list) {
+  for (int i = 0; i < list->n; i++) {
+    free(list->v[i].short_name);
+    pn_tensor_unref(list->v[i].t);
+  }
+  free(list->v);
+}
+
 void pn_layer_free(pn_layer *l) {
   if (!l) return;
   if (l->iface->destroy) l->iface->destroy(l);
-  for (int i = 0; i < l->n_params; i++) {
-    free(l->params[i].short_name);
-    pn_tensor_unref(l->params[i].t);
-  }
-  free(l->params);
+  free_list(&l->params);
+  free_list(&l->buffers);
   free(l->name);
   free(l);
 }
@@ -108,48 +117,76 @@ pn_device *pn_layer_device(const pn_layer *l) { return l->dev; }
 void *pn_layer_state(const pn_layer *l) { return l->state; }
 void pn_layer_set_state(pn_layer *l, void *state) { l->state = state; }
 
-pn_status pn_layer_add_param(pn_layer *l, const char *short_name, pn_tensor *t, int trainable) {
+static pn_status add_entry(pn_layer *l, param_list *list, const char *short_name, pn_tensor *t,
+                           int trainable) {
   char full[256];
-  if (!t)
-    return pn_error(PN_ERR_INVALID, "layer '%s': parameter '%s' is NULL", l->name, short_name);
-  if (l->n_params == l->cap_params) {
-    int cap = l->cap_params ? l->cap_params * 2 : 4;
-    param *p = realloc(l->params, sizeof *p * (size_t)cap);
-    if (!p) return pn_error(PN_ERR_NOMEM, "out of memory adding a parameter");
-    l->params = p;
-    l->cap_params = cap;
+  if (!t) return pn_error(PN_ERR_INVALID, "layer '%s': tensor '%s' is NULL", l->name, short_name);
+  if (list->n == list->cap) {
+    int cap = list->cap ? list->cap * 2 : 4;
+    param *v = realloc(list->v, sizeof *v * (size_t)cap);
+    if (!v) return pn_error(PN_ERR_NOMEM, "out of memory adding '%s'", short_name);
+    list->v = v;
+    list->cap = cap;
   }
-  param *p = &l->params[l->n_params];
+  param *p = &list->v[list->n];
   if (!(p->short_name = strdup(short_name))) return pn_error(PN_ERR_NOMEM, "out of memory");
   snprintf(full, sizeof full, "%s.%s", l->name, short_name);
   pn_tensor_set_name(t, full);
   pn_tensor_set_requires_grad(t, trainable);
   p->t = t;
   p->trainable = trainable;
-  l->n_params++;
+  list->n++;
   return PN_OK;
 }
 
-int pn_layer_param_count(const pn_layer *l) { return l->n_params; }
-
-pn_tensor *pn_layer_param(const pn_layer *l, int i) {
-  return i >= 0 && i < l->n_params ? l->params[i].t : NULL;
-}
-
-pn_tensor *pn_layer_param_by_name(const pn_layer *l, const char *short_name) {
-  for (int i = 0; i < l->n_params; i++)
-    if (strcmp(l->params[i].short_name, short_name) == 0) return l->params[i].t;
+static pn_tensor *entry_by_name(const param_list *list, const char *short_name) {
+  for (int i = 0; i < list->n; i++)
+    if (strcmp(list->v[i].short_name, short_name) == 0) return list->v[i].t;
   return NULL;
 }
 
-pn_status pn_layer_to(pn_layer *l, pn_device *dev) {
-  for (int i = 0; i < l->n_params; i++) {
-    pn_tensor *moved = pn_tensor_to(l->params[i].t, dev);
+pn_status pn_layer_add_param(pn_layer *l, const char *short_name, pn_tensor *t, int trainable) {
+  return add_entry(l, &l->params, short_name, t, trainable);
+}
+
+int pn_layer_param_count(const pn_layer *l) { return l->params.n; }
+
+pn_tensor *pn_layer_param(const pn_layer *l, int i) {
+  return i >= 0 && i < l->params.n ? l->params.v[i].t : NULL;
+}
+
+pn_tensor *pn_layer_param_by_name(const pn_layer *l, const char *short_name) {
+  return entry_by_name(&l->params, short_name);
+}
+
+pn_status pn_layer_add_buffer(pn_layer *l, const char *short_name, pn_tensor *t) {
+  return add_entry(l, &l->buffers, short_name, t, 0);
+}
+
+int pn_layer_buffer_count(const pn_layer *l) { return l->buffers.n; }
+
+pn_tensor *pn_layer_buffer(const pn_layer *l, int i) {
+  return i >= 0 && i < l->buffers.n ? l->buffers.v[i].t : NULL;
+}
+
+pn_tensor *pn_layer_buffer_by_name(const pn_layer *l, const char *short_name) {
+  return entry_by_name(&l->buffers, short_name);
+}
+
+static pn_status move_list(pn_layer *l, param_list *list, pn_device *dev) {
+  for (int i = 0; i < list->n; i++) {
+    pn_tensor *moved = pn_tensor_to(list->v[i].t, dev);
     if (!moved)
       return pn_error_prefix(PN_ERR_DEVICE, "moving layer '%s' to %s: ", l->name, dev->name);
-    pn_tensor_unref(l->params[i].t);
-    l->params[i].t = moved;
+    pn_tensor_unref(list->v[i].t);
+    list->v[i].t = moved;
   }
+  return PN_OK;
+}
+
+pn_status pn_layer_to(pn_layer *l, pn_device *dev) {
+  PN_TRY(move_list(l, &l->params, dev));
+  PN_TRY(move_list(l, &l->buffers, dev));
   l->dev = dev;
   return PN_OK;
 }

@@ -23,7 +23,10 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t core_once = PTHREAD_ONCE_INIT;
 
 static const char *const core_names[PN_OP_CORE_COUNT] = {
-    "fill", "random", "copy", "unary", "binary", "matmul", "reduce", "softmax", "log_softmax"};
+    "fill",           "random",          "copy",        "unary",          "binary",
+    "matmul",         "reduce",          "softmax",     "log_softmax",    "conv2d",
+    "conv2d_grad_input", "conv2d_grad_weight", "pool2d", "pool2d_grad", "channel_stats",
+    "channel_affine", "channel_grad_stats", "concat", "axpby"};
 
 static void register_core_ops(void) {
   for (int i = 0; i < PN_OP_CORE_COUNT; i++) op_names[i] = strdup(core_names[i]);

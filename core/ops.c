@@ -34,7 +34,7 @@ static pn_device *common_device(pn_tensor *const *in, int n, const char *op) {
 }
 
 /* Runs one op on contiguous inputs into a new output of the given shape. */
-static pn_tensor *run_op(int op, const pn_op_params *p, pn_tensor *const *in, int n,
+pn_tensor *pni_run_op(int op, const pn_op_params *p, pn_tensor *const *in, int n,
                          const pn_shape *shape, pn_dtype dt, const char *name) {
   pn_op_args a;
   pn_tensor *tmp[PN_OP_MAX_INPUTS] = {0};
@@ -68,13 +68,13 @@ static pn_tensor *run_op(int op, const pn_op_params *p, pn_tensor *const *in, in
   return out;
 }
 
-static int any_null(pn_tensor *const *in, int n) {
+int pni_any_null(pn_tensor *const *in, int n) {
   for (int i = 0; i < n; i++)
     if (!in[i]) return 1;
   return 0;
 }
 
-static pn_tensor *fail_shape(const char *op, const pn_tensor *a, const pn_tensor *b,
+pn_tensor *pni_fail_shape(const char *op, const pn_tensor *a, const pn_tensor *b,
                              const char *why) {
   char sa[96], sb[96];
   pn_shape x = pn_tensor_shape(a);
@@ -88,7 +88,7 @@ static pn_tensor *fail_shape(const char *op, const pn_tensor *a, const pn_tensor
   return NULL;
 }
 
-static pn_tensor *require_f32(pn_tensor *x, const char *op) {
+pn_tensor *pni_require_f32(pn_tensor *x, const char *op) {
   if (x->dtype == PN_F32) return x;
   pn_error(PN_ERR_INVALID, "%s: needs f32 input, got %s (use pn_cast)", op,
            pn_dtype_name(x->dtype));
@@ -96,7 +96,7 @@ static pn_tensor *require_f32(pn_tensor *x, const char *op) {
 }
 
 /* Records out on the tape; on failure drops out and returns NULL. */
-static pn_tensor *record(const char *name, pn_tensor *const *in, int n, pn_tensor *out,
+pn_tensor *pni_record(const char *name, pn_tensor *const *in, int n, pn_tensor *out,
                          pn_backward_fn bw, pn_tensor *const *saved, int n_saved,
                          const pn_op_params *p, int keep_out) {
   if (!out) return NULL;
@@ -134,7 +134,7 @@ static int check_plugin_op(int op, pn_tensor *const *in, int n_in) {
              PN_OP_MAX_INPUTS);
     return 0;
   }
-  return !any_null(in, n_in);
+  return !pni_any_null(in, n_in);
 }
 
 pn_tensor *pn_op_run(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
@@ -144,7 +144,7 @@ pn_tensor *pn_op_run(int op, const pn_op_params *p, pn_tensor *const *in, int n_
     pn_error(PN_ERR_INVALID, "op '%s': pn_op_run needs an input to place it", pn_op_name(op));
     return NULL;
   }
-  return run_op(op, p, in, n_in, shape, dt, pn_op_name(op));
+  return pni_run_op(op, p, in, n_in, shape, dt, pn_op_name(op));
 }
 
 pn_status pn_op_run_inplace(int op, const pn_op_params *p, pn_tensor *const *in, int n_in,
@@ -273,11 +273,11 @@ static pn_tensor *grad_off_unary(pn_unary_kind k, pn_tensor *x, double alpha, do
   p.alpha = alpha;
   p.beta = beta;
   pn_shape s = pn_tensor_shape(x);
-  return run_op(PN_OP_UNARY, &p, &x, 1, &s, PN_F32, "unary");
+  return pni_run_op(PN_OP_UNARY, &p, &x, 1, &s, PN_F32, "unary");
 }
 
 static pn_tensor *unary_op(pn_unary_kind k, pn_tensor *x, double alpha, double beta) {
-  if (!x || !require_f32(x, "unary")) return NULL;
+  if (!x || !pni_require_f32(x, "unary")) return NULL;
   if ((unsigned)k >= PN_UNARY_COUNT) {
     pn_error(PN_ERR_INVALID, "unknown unary op %d", (int)k);
     return NULL;
@@ -288,7 +288,7 @@ static pn_tensor *unary_op(pn_unary_kind k, pn_tensor *x, double alpha, double b
   pn_op_params p = params_kind(k);
   p.alpha = alpha;
   p.beta = beta;
-  return record("unary", &x, 1, out, unary_backward, NULL, 0, &p, keep);
+  return pni_record("unary", &x, 1, out, unary_backward, NULL, 0, &p, keep);
 }
 
 pn_tensor *pn_unary(pn_unary_kind k, pn_tensor *x) { return unary_op(k, x, 0.0, 0.0); }
@@ -326,10 +326,10 @@ pn_status pn_broadcast_shape(const pn_shape *a, const pn_shape *b, pn_shape *out
 static pn_tensor *binary_raw(pn_binary_kind k, pn_tensor *a, pn_tensor *b) {
   pn_shape sa = pn_tensor_shape(a), sb = pn_tensor_shape(b), so;
   if (pn_broadcast_shape(&sa, &sb, &so) != PN_OK)
-    return fail_shape("binary", a, b, pn_last_error());
+    return pni_fail_shape("binary", a, b, pn_last_error());
   pn_op_params p = params_kind(k);
   pn_tensor *in[2] = {a, b};
-  return run_op(PN_OP_BINARY, &p, in, 2, &so, PN_F32, "binary");
+  return pni_run_op(PN_OP_BINARY, &p, in, 2, &so, PN_F32, "binary");
 }
 
 /* Gradient masks for max/min: ties split the gradient evenly. */
@@ -383,7 +383,7 @@ static pn_status binary_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tens
 
 pn_tensor *pn_binary(pn_binary_kind k, pn_tensor *a, pn_tensor *b) {
   pn_tensor *in[2] = {a, b};
-  if (any_null(in, 2) || !require_f32(a, "binary") || !require_f32(b, "binary")) return NULL;
+  if (pni_any_null(in, 2) || !pni_require_f32(a, "binary") || !pni_require_f32(b, "binary")) return NULL;
   if ((unsigned)k >= PN_BINARY_COUNT) {
     pn_error(PN_ERR_INVALID, "unknown binary op %d", (int)k);
     return NULL;
@@ -391,7 +391,7 @@ pn_tensor *pn_binary(pn_binary_kind k, pn_tensor *a, pn_tensor *b) {
   pn_tensor *out = binary_raw(k, a, b);
   if (k == PN_BINARY_EQ || k == PN_BINARY_GT) return out; /* piecewise constant */
   pn_op_params p = params_kind(k);
-  return record("binary", in, 2, out, binary_backward, NULL, 0, &p, 0);
+  return pni_record("binary", in, 2, out, binary_backward, NULL, 0, &p, 0);
 }
 
 pn_tensor *pn_add(pn_tensor *a, pn_tensor *b) { return pn_binary(PN_BINARY_ADD, a, b); }
@@ -423,18 +423,18 @@ static pn_status matmul_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tens
 
 pn_tensor *pn_matmul(pn_tensor *a, pn_tensor *b, int trans_a, int trans_b) {
   pn_tensor *in[2] = {a, b};
-  if (any_null(in, 2) || !require_f32(a, "matmul") || !require_f32(b, "matmul")) return NULL;
-  if (a->ndim != 2 || b->ndim != 2) return fail_shape("matmul", a, b, "needs 2-D inputs");
+  if (pni_any_null(in, 2) || !pni_require_f32(a, "matmul") || !pni_require_f32(b, "matmul")) return NULL;
+  if (a->ndim != 2 || b->ndim != 2) return pni_fail_shape("matmul", a, b, "needs 2-D inputs");
   int64_t m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
   int64_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
-  if (ka != kb) return fail_shape("matmul", a, b, "inner dimensions differ");
+  if (ka != kb) return pni_fail_shape("matmul", a, b, "inner dimensions differ");
   pn_op_params p = params_kind(0);
   p.trans_a = trans_a != 0;
   p.trans_b = trans_b != 0;
   int64_t dims[2] = {m, n};
   pn_shape s = pn_shape_make(2, dims);
-  pn_tensor *out = run_op(PN_OP_MATMUL, &p, in, 2, &s, PN_F32, "matmul");
-  return record("matmul", in, 2, out, matmul_backward, NULL, 0, &p, 0);
+  pn_tensor *out = pni_run_op(PN_OP_MATMUL, &p, in, 2, &s, PN_F32, "matmul");
+  return pni_record("matmul", in, 2, out, matmul_backward, NULL, 0, &p, 0);
 }
 
 /* ------------------------------------------------------------ reduce */
@@ -455,7 +455,7 @@ static pn_tensor *reduce_raw(pn_reduce_kind k, pn_tensor *x, uint32_t axes, int 
   p.axes = axes;
   p.keepdim = keepdim;
   pn_shape s = reduced_shape(x, axes, keepdim);
-  return run_op(PN_OP_REDUCE, &p, &x, 1, &s, PN_F32, "reduce");
+  return pni_run_op(PN_OP_REDUCE, &p, &x, 1, &s, PN_F32, "reduce");
 }
 
 /* g reshaped with the reduced axes kept, then broadcast to x's shape. */
@@ -500,19 +500,19 @@ static pn_status reduce_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tens
 }
 
 pn_tensor *pn_reduce(pn_reduce_kind k, pn_tensor *x, uint32_t axes, int keepdim) {
-  if (!x || !require_f32(x, "reduce")) return NULL;
+  if (!x || !pni_require_f32(x, "reduce")) return NULL;
   if ((unsigned)k >= PN_REDUCE_COUNT) {
     pn_error(PN_ERR_INVALID, "unknown reduction %d", (int)k);
     return NULL;
   }
   uint32_t all = x->ndim ? (uint32_t)((1u << x->ndim) - 1u) : 0u;
-  if (axes & ~all) return fail_shape("reduce", x, NULL, "axis out of range");
+  if (axes & ~all) return pni_fail_shape("reduce", x, NULL, "axis out of range");
   if (axes == 0) axes = all; /* no axes named: reduce over everything, like torch.sum(x) */
   pn_tensor *out = reduce_raw(k, x, axes, keepdim);
   pn_op_params p = params_kind(k);
   p.axes = axes;
   p.keepdim = keepdim;
-  return record("reduce", &x, 1, out, reduce_backward, NULL, 0, &p,
+  return pni_record("reduce", &x, 1, out, reduce_backward, NULL, 0, &p,
                 k == PN_REDUCE_MAX || k == PN_REDUCE_MIN);
 }
 
@@ -534,13 +534,13 @@ pn_tensor *pn_sum_to(pn_tensor *x, const pn_shape *shape) {
   if (!x) return NULL;
   uint32_t axes = 0;
   int lead = x->ndim - shape->ndim;
-  if (lead < 0) return fail_shape("sum_to", x, NULL, "target has more dimensions");
+  if (lead < 0) return pni_fail_shape("sum_to", x, NULL, "target has more dimensions");
   for (int d = 0; d < x->ndim; d++) {
     int64_t want = d < lead ? 1 : shape->dim[d - lead];
     if (d < lead || (want == 1 && x->shape[d] != 1))
       axes |= 1u << d;
     else if (want != x->shape[d])
-      return fail_shape("sum_to", x, NULL, "shape cannot reduce to target");
+      return pni_fail_shape("sum_to", x, NULL, "shape cannot reduce to target");
   }
   if (axes == 0) return pn_reshape(x, shape->ndim, shape->dim);
   pn_tensor *s = pn_sum(x, axes, 1);
@@ -577,14 +577,14 @@ static pn_status softmax_backward(const pn_backward_ctx *c, pn_tensor *g, pn_ten
 
 static pn_tensor *softmax_op(int op, pn_tensor *x, int axis) {
   const char *name = op == PN_OP_SOFTMAX ? "softmax" : "log_softmax";
-  if (!x || !require_f32(x, name)) return NULL;
+  if (!x || !pni_require_f32(x, name)) return NULL;
   int a = norm_axis(x, axis);
-  if (a < 0) return fail_shape(name, x, NULL, "axis out of range");
+  if (a < 0) return pni_fail_shape(name, x, NULL, "axis out of range");
   pn_op_params p = params_kind(op);
   p.axis = a;
   pn_shape s = pn_tensor_shape(x);
-  pn_tensor *out = run_op(op, &p, &x, 1, &s, PN_F32, name);
-  return record(name, &x, 1, out, softmax_backward, NULL, 0, &p, 1);
+  pn_tensor *out = pni_run_op(op, &p, &x, 1, &s, PN_F32, name);
+  return pni_record(name, &x, 1, out, softmax_backward, NULL, 0, &p, 1);
 }
 
 pn_tensor *pn_softmax(pn_tensor *x, int axis) { return softmax_op(PN_OP_SOFTMAX, x, axis); }
@@ -602,7 +602,7 @@ pn_tensor *pn_reshape(pn_tensor *x, int ndim, const int64_t *shape) {
   int infer = -1;
   int64_t known = 1;
   if (!x) return NULL;
-  if (ndim < 0 || ndim > PN_MAX_DIMS) return fail_shape("reshape", x, NULL, "too many dimensions");
+  if (ndim < 0 || ndim > PN_MAX_DIMS) return pni_fail_shape("reshape", x, NULL, "too many dimensions");
   for (int i = 0; i < ndim; i++) {
     dims[i] = shape[i];
     if (shape[i] == -1 && infer < 0)
@@ -621,7 +621,7 @@ pn_tensor *pn_reshape(pn_tensor *x, int ndim, const int64_t *shape) {
   pn_tensor *out = pn_tensor_view(src, ndim, dims);
   pn_tensor_unref(src);
   pn_op_params p = params_kind(0);
-  return record("reshape", &x, 1, out, reshape_backward, NULL, 0, &p, 0);
+  return pni_record("reshape", &x, 1, out, reshape_backward, NULL, 0, &p, 0);
 }
 
 static pn_status transpose_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tensor **gin) {
@@ -636,7 +636,7 @@ pn_tensor *pn_transpose(pn_tensor *x, int d0, int d1) {
   pn_op_params p = params_kind(0);
   p.axis = d0 < 0 ? d0 + x->ndim : d0;
   p.axes = (uint32_t)(d1 < 0 ? d1 + x->ndim : d1);
-  return record("transpose", &x, 1, out, transpose_backward, NULL, 0, &p, 0);
+  return pni_record("transpose", &x, 1, out, transpose_backward, NULL, 0, &p, 0);
 }
 
 static pn_status copy_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tensor **gin) {
@@ -652,9 +652,9 @@ pn_tensor *pn_cast(pn_tensor *x, pn_dtype dt) {
   }
   pn_op_params p = params_kind(0);
   pn_shape s = pn_tensor_shape(x);
-  pn_tensor *out = run_op(PN_OP_COPY, &p, &x, 1, &s, dt, "copy");
+  pn_tensor *out = pni_run_op(PN_OP_COPY, &p, &x, 1, &s, dt, "copy");
   if (x->dtype != PN_F32 || dt != PN_F32) return out; /* integers carry no gradient */
-  return record("copy", &x, 1, out, copy_backward, NULL, 0, &p, 0);
+  return pni_record("copy", &x, 1, out, copy_backward, NULL, 0, &p, 0);
 }
 
 pn_tensor *pn_copy(pn_tensor *x) { return x ? pn_cast(x, x->dtype) : NULL; }

@@ -49,7 +49,14 @@ pn_status pn_layer_add_param(pn_layer *l, const char *short_name, pn_tensor *t, 
 int pn_layer_param_count(const pn_layer *l);
 pn_tensor *pn_layer_param(const pn_layer *l, int i); /* borrowed */
 pn_tensor *pn_layer_param_by_name(const pn_layer *l, const char *short_name);
-/* Moves every parameter to dev. */
+/* Adds a buffer (takes the reference): state that checkpoints save and
+ * pn_layer_to moves, but that is neither trained nor counted among the
+ * parameters, like batch-norm's running statistics (PyTorch's buffers). */
+pn_status pn_layer_add_buffer(pn_layer *l, const char *short_name, pn_tensor *t);
+int pn_layer_buffer_count(const pn_layer *l);
+pn_tensor *pn_layer_buffer(const pn_layer *l, int i); /* borrowed */
+pn_tensor *pn_layer_buffer_by_name(const pn_layer *l, const char *short_name);
+/* Moves every parameter and buffer to dev. */
 pn_status pn_layer_to(pn_layer *l, pn_device *dev);
 
 #ifdef __cplusplus

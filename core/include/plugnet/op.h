@@ -27,6 +27,20 @@ typedef enum pn_core_op {
   PN_OP_REDUCE,      /* p.kind: pn_reduce_kind over the axes in p.axes */
   PN_OP_SOFTMAX,     /* along p.axis */
   PN_OP_LOG_SOFTMAX, /* along p.axis */
+  /* Convolutional networks, NCHW. Geometry travels in p.x: see
+   * pn_conv2d_params_pack / pn_pool2d_params_pack below. */
+  PN_OP_CONV2D,             /* in: x [N,C,H,W], w [O,C/g,KH,KW], optional b [O] -> [N,O,OH,OW] */
+  PN_OP_CONV2D_GRAD_INPUT,  /* in: dy [N,O,OH,OW], w -> dx [N,C,H,W] (out's shape) */
+  PN_OP_CONV2D_GRAD_WEIGHT, /* in: dy, x -> dw [O,C/g,KH,KW] (out's shape) */
+  PN_OP_POOL2D,             /* p.kind: pn_pool_kind; in: x [N,C,H,W] -> [N,C,OH,OW] */
+  PN_OP_POOL2D_GRAD,        /* p.kind: pn_pool_kind; in: dy, x -> dx (max: to the first maximum) */
+  PN_OP_CHANNEL_STATS,      /* in: x [N,C,...] -> [2,C]: per-channel mean, biased variance */
+  PN_OP_CHANNEL_AFFINE,     /* in: x [N,C,...], a [C], b [C] (, y [N,C,...], c [C]) ->
+                             * a[c]*x + b[c] (+ c[c]*y): batch-norm and its input gradient */
+  PN_OP_CHANNEL_GRAD_STATS, /* in: dy, x [N,C,...], mean [C] -> [2,C]: per-channel sum of dy,
+                             * sum of dy*(x - mean) */
+  PN_OP_CONCAT,             /* in[0..n) concatenated along p.axis (other dims equal) */
+  PN_OP_AXPBY,              /* in place (written = 1): in[0] = p.alpha*in[0] + p.beta*in[1] */
   PN_OP_CORE_COUNT
 } pn_core_op;
 
@@ -44,6 +58,8 @@ typedef enum pn_unary_kind {
   PN_UNARY_SIGMOID,
   PN_UNARY_TANH,
   PN_UNARY_AFFINE, /* p.alpha * x + p.beta */
+  PN_UNARY_CLAMP,  /* min(max(x, p.alpha), p.beta) (ReLU6: 0, 6) */
+  PN_UNARY_INSIDE, /* 1 where p.alpha < x < p.beta, else 0 (the clamp's derivative) */
   PN_UNARY_COUNT
 } pn_unary_kind;
 
@@ -66,6 +82,14 @@ typedef enum pn_reduce_kind {
   PN_REDUCE_MIN,
   PN_REDUCE_COUNT
 } pn_reduce_kind;
+
+typedef enum pn_pool_kind {
+  PN_POOL_MAX = 0,
+  PN_POOL_AVG,
+  PN_POOL_ADAPTIVE_MAX, /* output size from out's shape; PyTorch's windows */
+  PN_POOL_ADAPTIVE_AVG,
+  PN_POOL_COUNT
+} pn_pool_kind;
 
 typedef enum pn_random_kind {
   PN_RANDOM_UNIFORM = 0, /* [alpha, beta) */
@@ -102,6 +126,59 @@ typedef struct pn_op_args {
 /* A kernel may return PN_ERR_UNSUPPORTED (e.g. for a dtype) to ask for a
  * fallback to another backend. */
 typedef pn_status (*pn_kernel_fn)(void *device_ctx, const pn_op_args *a);
+
+/* Convolution geometry, [0] for height and [1] for width. */
+typedef struct pn_conv2d_params {
+  int stride[2], padding[2], dilation[2], groups;
+} pn_conv2d_params;
+
+/* Pooling geometry (the adaptive kinds use none of it). avg: the divisor
+ * counts padding when count_include_pad (PyTorch's default), but never the
+ * part of a ceil_mode window beyond the padded input. */
+typedef struct pn_pool2d_params {
+  int kernel[2], stride[2], padding[2], ceil_mode, count_include_pad;
+} pn_pool2d_params;
+
+/* Geometry rides in pn_op_params.x so that kernels of every backend, and a
+ * recorded op's saved parameters, carry it without a new ABI field. */
+static inline void pn_conv2d_params_pack(const pn_conv2d_params *c, pn_op_params *p) {
+  for (int i = 0; i < 2; i++) {
+    p->x[i] = c->stride[i];
+    p->x[2 + i] = c->padding[i];
+    p->x[4 + i] = c->dilation[i];
+  }
+  p->x[6] = c->groups;
+}
+static inline pn_conv2d_params pn_conv2d_params_unpack(const pn_op_params *p) {
+  pn_conv2d_params c;
+  for (int i = 0; i < 2; i++) {
+    c.stride[i] = (int)p->x[i];
+    c.padding[i] = (int)p->x[2 + i];
+    c.dilation[i] = (int)p->x[4 + i];
+  }
+  c.groups = (int)p->x[6];
+  return c;
+}
+static inline void pn_pool2d_params_pack(const pn_pool2d_params *c, pn_op_params *p) {
+  for (int i = 0; i < 2; i++) {
+    p->x[i] = c->kernel[i];
+    p->x[2 + i] = c->stride[i];
+    p->x[4 + i] = c->padding[i];
+  }
+  p->x[6] = c->ceil_mode;
+  p->x[7] = c->count_include_pad;
+}
+static inline pn_pool2d_params pn_pool2d_params_unpack(const pn_op_params *p) {
+  pn_pool2d_params c;
+  for (int i = 0; i < 2; i++) {
+    c.kernel[i] = (int)p->x[i];
+    c.stride[i] = (int)p->x[2 + i];
+    c.padding[i] = (int)p->x[4 + i];
+  }
+  c.ceil_mode = (int)p->x[6];
+  c.count_include_pad = (int)p->x[7];
+  return c;
+}
 
 /* Float to integer conversion as PN_OP_COPY defines it on every backend:
  * truncation toward zero, saturating at the destination's range, NaN to 0.

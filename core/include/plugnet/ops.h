@@ -69,6 +69,24 @@ pn_tensor *pn_sum_to(pn_tensor *x, const pn_shape *shape);
 pn_tensor *pn_softmax(pn_tensor *x, int axis);
 pn_tensor *pn_log_softmax(pn_tensor *x, int axis);
 
+/* Convolutional networks (NCHW, f32). b may be NULL. Output sizes follow
+ * PyTorch: (H + 2*pad - dilation*(k-1) - 1) / stride + 1, rounded down, or
+ * up for ceil_mode pooling (a last window must start inside the input). */
+pn_tensor *pn_conv2d(pn_tensor *x, pn_tensor *w, pn_tensor *b, const pn_conv2d_params *p);
+pn_tensor *pn_pool2d(pn_pool_kind kind, pn_tensor *x, const pn_pool2d_params *p);
+pn_tensor *pn_adaptive_pool2d(pn_pool_kind kind, pn_tensor *x, int out_h, int out_w);
+/* Batch-norm over the channel dimension 1 of x [N,C] or [N,C,...]. weight
+ * and bias may be NULL (no affine). Training normalises with the batch's
+ * statistics and, when running_mean/var are given, updates them in place
+ * (running = (1-momentum)*running + momentum*batch, unbiased variance), as
+ * PyTorch does; evaluation normalises with the running statistics. */
+pn_tensor *pn_batch_norm(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
+                         pn_tensor *running_mean, pn_tensor *running_var, int training,
+                         double momentum, double eps);
+/* Up to PN_OP_MAX_INPUTS tensors joined along axis (may be negative). */
+pn_tensor *pn_concat(pn_tensor *const *xs, int n, int axis);
+pn_tensor *pn_clamp(pn_tensor *x, double lo, double hi);
+
 /* Shape and layout. */
 pn_tensor *pn_reshape(pn_tensor *x, int ndim, const int64_t *shape); /* one -1 allowed */
 pn_tensor *pn_transpose(pn_tensor *x, int d0, int d1);               /* a view */

@@ -228,6 +228,16 @@ static pn_status cpu_init(pn_plugin_ctx *ctx) {
       {PN_OP_REDUCE, pni_cpu_reduce},
       {PN_OP_SOFTMAX, pni_cpu_softmax},
       {PN_OP_LOG_SOFTMAX, pni_cpu_log_softmax},
+      {PN_OP_CONV2D, pni_cpu_conv2d},
+      {PN_OP_CONV2D_GRAD_INPUT, pni_cpu_conv2d_grad_input},
+      {PN_OP_CONV2D_GRAD_WEIGHT, pni_cpu_conv2d_grad_weight},
+      {PN_OP_POOL2D, pni_cpu_pool2d},
+      {PN_OP_POOL2D_GRAD, pni_cpu_pool2d_grad},
+      {PN_OP_CHANNEL_STATS, pni_cpu_channel_stats},
+      {PN_OP_CHANNEL_AFFINE, pni_cpu_channel_affine},
+      {PN_OP_CHANNEL_GRAD_STATS, pni_cpu_channel_grad_stats},
+      {PN_OP_CONCAT, pni_cpu_concat},
+      {PN_OP_AXPBY, pni_cpu_axpby},
   };
   memset(&cpu_state, 0, sizeof cpu_state);
   pni_cpu_kernels_init();

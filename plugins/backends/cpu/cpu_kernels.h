@@ -27,5 +27,17 @@ pn_status pni_cpu_matmul(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_reduce(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_softmax(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a);
+/* cpu_conv.c */
+pn_status pni_cpu_conv2d(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_conv2d_grad_input(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_conv2d_grad_weight(void *dctx, const pn_op_args *a);
+/* cpu_nn.c */
+pn_status pni_cpu_pool2d(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_pool2d_grad(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_channel_stats(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_channel_affine(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_channel_grad_stats(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_concat(void *dctx, const pn_op_args *a);
+pn_status pni_cpu_axpby(void *dctx, const pn_op_args *a);
 
 #endif

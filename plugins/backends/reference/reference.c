@@ -8,6 +8,8 @@
 
 #include <plugnet/plugin.h>
 
+#include "ref_kernels.h"
+
 /* ------------------------------------------------------------ device */
 
 static pn_status ref_probe(void *ctx, char *why, size_t why_len) {
@@ -430,6 +432,16 @@ static pn_status ref_init(pn_plugin_ctx *ctx) {
       {PN_OP_REDUCE, ref_reduce},
       {PN_OP_SOFTMAX, ref_softmax},
       {PN_OP_LOG_SOFTMAX, ref_log_softmax},
+      {PN_OP_CONV2D, pni_ref_conv2d},
+      {PN_OP_CONV2D_GRAD_INPUT, pni_ref_conv2d_grad_input},
+      {PN_OP_CONV2D_GRAD_WEIGHT, pni_ref_conv2d_grad_weight},
+      {PN_OP_POOL2D, pni_ref_pool2d},
+      {PN_OP_POOL2D_GRAD, pni_ref_pool2d_grad},
+      {PN_OP_CHANNEL_STATS, pni_ref_channel_stats},
+      {PN_OP_CHANNEL_AFFINE, pni_ref_channel_affine},
+      {PN_OP_CHANNEL_GRAD_STATS, pni_ref_channel_grad_stats},
+      {PN_OP_CONCAT, pni_ref_concat},
+      {PN_OP_AXPBY, pni_ref_axpby},
   };
   PN_TRY(pn_plugin_add_device(ctx, "reference", "reference", &ref_iface, NULL));
   for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
