@@ -27,6 +27,9 @@ void pni_autograd_forward_hooks(const char *op, pn_tensor *const *in, int n_in, 
 pn_tensor *pni_tensor_alloc(pn_device *dev, pn_dtype dt, const pn_shape *s);
 
 
+/* registry.c: whether this library runs from its build tree. */
+int pni_running_uninstalled(void);
+
 /* ops.c: the pieces every math-API file (ops.c, ops_conv.c, ops_nn.c) builds
  * its ops from. pni_run_op runs one op on contiguous copies of its inputs
  * into a new output of `shape`; pni_record puts it on the tape (dropping out

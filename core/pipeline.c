@@ -6,6 +6,8 @@
 #include <plugnet/pipeline.h>
 #include <plugnet/registry.h>
 
+#include "featurecfg.h"
+#include "modeldef.h"
 #include "yamldoc.h"
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
@@ -15,7 +17,6 @@ static const char *const top_keys[] = {"pipeline", "seed",  "backend", "threads"
                                        "schedule", "train", "metrics", "checkpoint"};
 static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle"};
 static const char *const valid_keys[] = {"split"};
-static const char *const model_keys[] = {"input", "layers"};
 static const char *const train_keys[] = {"epochs", "progress"};
 static const char *const checkpoint_keys[] = {"path", "every"};
 static const char *const progress_modes[] = {"auto", "bar", "lines", "off"};
@@ -60,78 +61,19 @@ static pn_status opt_choice(ctx *c, const pni_ynode *map, const char *key,
                     n->text, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
 }
 
-/* A value as config text: a scalar, or a list of scalars as "[a, b]". */
-static pn_status value_text(ctx *c, const pni_ynode *n, const char *key, char **out) {
-  if (n->kind == PNI_YSCALAR) return (*out = strdup(n->text)) ? PN_OK : nomem();
-  if (n->kind != PNI_YSEQ)
-    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be a value or a list, not a mapping",
-                      key);
-  for (int i = 0; i < n->n; i++)
-    if (n->kids[i]->kind != PNI_YSCALAR)
-      return pni_yerror(c->doc, n->kids[i], PN_ERR_INVALID, "%s: lists hold plain values", key);
-  return (*out = pni_yseq_text(n)) ? PN_OK : nomem();
-}
-
-static int is_reserved(const char *key, const char *const *reserved, int n) {
-  for (int i = 0; i < n; i++)
-    if (strcmp(key, reserved[i]) == 0) return 1;
-  return 0;
-}
-
-static const pn_param_schema *schema_of(const pn_feature_info *f, const char *key) {
-  for (int i = 0; i < f->n_params; i++)
-    if (strcmp(f->params[i].name, key) == 0) return &f->params[i];
-  return NULL;
-}
-
-/* Relative file names in a pipeline are relative to the pipeline file. */
-static pn_status set_param(ctx *c, pn_config *cfg, const pn_feature_info *f, const char *key,
-                           const pni_ynode *val) {
-  char *text = NULL;
-  PN_TRY(value_text(c, val, key, &text));
-  const pn_param_schema *ps = schema_of(f, key);
-  if (ps && ps->type == PN_PARAM_PATH && text[0] && text[0] != '/') {
-    char *abs = NULL;
-    if (asprintf(&abs, "%s/%s", c->dir, text) < 0) abs = NULL;
-    free(text);
-    if (!(text = abs)) return nomem();
-  }
-  pn_status s = pn_config_set(cfg, key, text);
-  free(text);
-  return s == PN_OK ? PN_OK : pni_yerror(c->doc, val, s, "%s", pn_last_error());
-}
-
 /* `{type: FEATURE, k: v ...}`: the feature must exist and be of `kind`; the
  * other keys (all but `reserved`) are its parameters. */
 static pn_status parse_feature(ctx *c, const pni_ynode *node, const char *kind, const char *where,
                                const char *const *reserved, int n_reserved,
                                pn_pipeline_feature *out) {
-  const pni_ynode *type = NULL;
-  PN_TRY(pni_yexpect(c->doc, node, PNI_YMAP, where));
-  PN_TRY(pni_yreq_scalar(c->doc, node, "type", where, &type));
-  const pn_feature_info *f = pn_registry_find(type->text);
-  if (!f) return pni_yerror(c->doc, type, PN_ERR_NOT_FOUND, "%s", pn_last_error());
-  if (strcmp(f->kind, kind) != 0)
-    return pni_yerror(c->doc, type, PN_ERR_INVALID, "%s: '%s' is a %s, not a %s", where, type->text,
-                      f->kind, kind);
-  if (!(out->cfg = pn_config_new(f)))
-    return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s", pn_last_error());
-  PN_TRY(dup_into(&out->feature, f->name));
-  for (int i = 0; i < node->n; i++) {
-    const pni_ynode *k = pni_ymap_key(node, i);
-    if (is_reserved(k->text, reserved, n_reserved)) continue;
-    if (!schema_of(f, k->text)) {
-      pn_config_set(out->cfg, k->text, ""); /* only for its "did you mean" message */
-      return pni_yerror(c->doc, k, PN_ERR_INVALID, "%s: %s", where, pn_last_error());
-    }
-    PN_TRY(set_param(c, out->cfg, f, k->text, pni_ymap_value(node, i)));
-  }
-  if (pn_config_check(out->cfg) != PN_OK)
-    return pni_yerror(c->doc, node, PN_ERR_INVALID, "%s: %s", where, pn_last_error());
-  return PN_OK;
+  pni_feature_src src = {c->doc, c->dir, NULL, NULL};
+  return pni_feature_config(&src, node, kind, where, reserved, n_reserved, &out->feature,
+                            &out->cfg);
 }
 
 static void feature_clear(pn_pipeline_feature *f) {
+  for (int i = 0; i < f->n_inputs; i++) free(f->inputs[i]);
+  free(f->inputs);
   free(f->name);
   free(f->feature);
   pn_config_free(f->cfg);
@@ -141,7 +83,6 @@ static void feature_clear(pn_pipeline_feature *f) {
 /* ------------------------------------------------------------ sections */
 
 static const char *const feature_reserved[] = {"type"};
-static const char *const layer_reserved[] = {"name", "type"};
 
 static pn_status parse_data(ctx *c, const pni_ynode *data) {
   pn_pipeline *p = c->p;
@@ -176,50 +117,33 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
   return sh ? pni_ybool(c->doc, sh, "shuffle", &p->shuffle) : PN_OK;
 }
 
-static pn_status parse_input(ctx *c, const pni_ynode *in) {
-  if (in->kind != PNI_YSEQ || in->n < 1 || in->n > PN_MAX_DIMS - 1)
-    return pni_yerror(c->doc, in, PN_ERR_INVALID,
-                      "model.input must be a list of 1 to %d sizes, e.g. [1, 28, 28]",
-                      PN_MAX_DIMS - 1);
-  c->p->input.ndim = in->n;
-  for (int i = 0; i < in->n; i++) {
-    PN_TRY(pni_yint(c->doc, in->kids[i], "model.input", &c->p->input.dim[i]));
-    if (c->p->input.dim[i] < 1)
-      return pni_yerror(c->doc, in->kids[i], PN_ERR_INVALID, "model.input sizes must be positive");
+/* The model section is a model description (core/modeldef.c): blocks,
+ * includes and args are expanded here, so the pipeline holds the flat graph. */
+static pn_status take_graph(pn_pipeline *p, pni_mdef *d) {
+  if (!(p->layers = calloc((size_t)d->n_nodes, sizeof *p->layers))) return nomem();
+  for (int i = 0; i < d->n_nodes; i++) {
+    pni_mnode *n = &d->nodes[i];
+    p->layers[i] = (pn_pipeline_feature){n->name, n->feature, n->cfg, n->inputs, n->n_inputs};
+    memset(n, 0, sizeof *n);
   }
-  return PN_OK;
-}
-
-static pn_status parse_layer(ctx *c, const pni_ynode *n, int i) {
-  char where[64], fallback[32];
-  pn_pipeline_feature *l = &c->p->layers[i];
-  snprintf(where, sizeof where, "model.layers[%d]", i);
-  PN_TRY(parse_feature(c, n, "layer", where, layer_reserved, COUNT(layer_reserved), l));
-  const pni_ynode *name = NULL;
-  PN_TRY(pni_yopt_scalar(c->doc, n, "name", &name));
-  snprintf(fallback, sizeof fallback, "%d", i); /* PyTorch's nn.Sequential names */
-  PN_TRY(dup_into(&l->name, name ? name->text : fallback));
-  for (int j = 0; j < i; j++)
-    if (strcmp(c->p->layers[j].name, l->name) == 0)
-      return pni_yerror(c->doc, name ? name : n, PN_ERR_INVALID, "two layers are named '%s'",
-                        l->name);
+  p->n_layers = d->n_nodes;
+  p->outputs = d->outputs;
+  p->n_outputs = d->n_outputs;
+  d->outputs = NULL;
+  d->n_outputs = 0;
   return PN_OK;
 }
 
 static pn_status parse_model(ctx *c, const pni_ynode *model) {
   if (!model) return pni_yerror(c->doc, c->doc->root, PN_ERR_INVALID, "missing section 'model'");
-  PN_TRY(pni_yexpect(c->doc, model, PNI_YMAP, "model"));
-  PN_TRY(pni_ycheck_keys(c->doc, model, model_keys, COUNT(model_keys), "model"));
-  const pni_ynode *in = pni_ymap_get(model, "input"), *layers = pni_ymap_get(model, "layers");
-  if (in && !pni_yis_null(in)) PN_TRY(parse_input(c, in));
-  if (!layers || layers->kind != PNI_YSEQ || layers->n == 0)
-    return pni_yerror(c->doc, layers ? layers : model, PN_ERR_INVALID,
-                      "model.layers must be a list of layers");
-  c->p->layers = calloc((size_t)layers->n, sizeof *c->p->layers);
-  if (!c->p->layers) return nomem();
-  c->p->n_layers = layers->n;
-  for (int i = 0; i < layers->n; i++) PN_TRY(parse_layer(c, layers->kids[i], i));
-  return PN_OK;
+  pni_mdef d;
+  PN_TRY(pni_mdef_expand(c->doc, model, c->dir, NULL, 0, &d));
+  /* A model file's input is only its default: the data decides otherwise. */
+  const pni_ynode *in = pni_ymap_get(model, "input");
+  if (in && !pni_yis_null(in)) c->p->input = d.input;
+  pn_status s = take_graph(c->p, &d);
+  pni_mdef_clear(&d);
+  return s;
 }
 
 static pn_status parse_metrics(ctx *c, const pni_ynode *m) {
@@ -376,11 +300,21 @@ static void print_text(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *name) {
+/* A node's inputs, unless it takes just the node before it (`prev`). */
+static void print_inputs(FILE *f, const pn_pipeline_feature *x, const char *prev) {
+  if (x->n_inputs == 0 || (x->n_inputs == 1 && strcmp(x->inputs[0], prev) == 0)) return;
+  fputs(", inputs: [", f);
+  for (int i = 0; i < x->n_inputs; i++) fprintf(f, "%s%s", i ? ", " : "", x->inputs[i]);
+  fputc(']', f);
+}
+
+static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *name,
+                          const char *prev) {
   const pn_feature_info *info = pn_config_feature(x->cfg);
   fputc('{', f);
   if (name) fprintf(f, "name: %s, ", name);
   fprintf(f, "type: %s", x->feature);
+  if (prev) print_inputs(f, x, prev);
   for (int i = 0; i < info->n_params; i++) {
     const char *v = pn_config_text(x->cfg, info->params[i].name);
     if (!v) continue;
@@ -397,10 +331,10 @@ static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *nam
 static void print_model_part(const pn_pipeline *p, FILE *f) {
   fprintf(f, "seed: %llu\nbackend: %s\nthreads: %d\ndata:\n  train: ", (unsigned long long)p->seed,
           p->backend, p->threads);
-  print_feature(f, &p->train_data, NULL);
+  print_feature(f, &p->train_data, NULL, NULL);
   fputs("  test: ", f);
   if (p->test_data.feature)
-    print_feature(f, &p->test_data, NULL);
+    print_feature(f, &p->test_data, NULL, NULL);
   else
     fputs("~\n", f);
   if (p->valid_is_test)
@@ -416,14 +350,17 @@ static void print_model_part(const pn_pipeline *p, FILE *f) {
   fputs("  layers:\n", f);
   for (int i = 0; i < p->n_layers; i++) {
     fputs("    - ", f);
-    print_feature(f, &p->layers[i], p->layers[i].name);
+    print_feature(f, &p->layers[i], p->layers[i].name, i ? p->layers[i - 1].name : "input");
   }
+  if (p->n_outputs) fputs("  outputs: [", f);
+  for (int i = 0; i < p->n_outputs; i++)
+    fprintf(f, "%s%s", p->outputs[i], i + 1 < p->n_outputs ? ", " : "]\n");
   const pn_pipeline_feature *secs[3] = {&p->loss, &p->optimizer, &p->schedule};
   const char *names[3] = {"loss", "optimizer", "schedule"};
   for (int i = 0; i < 3; i++) {
     fprintf(f, "%s: ", names[i]);
     if (secs[i]->feature)
-      print_feature(f, secs[i], NULL);
+      print_feature(f, secs[i], NULL, NULL);
     else
       fputs("~\n", f);
   }
@@ -511,6 +448,8 @@ void pn_pipeline_free(pn_pipeline *p) {
   feature_clear(&p->test_data);
   for (int i = 0; i < p->n_layers; i++) feature_clear(&p->layers[i]);
   free(p->layers);
+  for (int i = 0; i < p->n_outputs; i++) free(p->outputs[i]);
+  free(p->outputs);
   feature_clear(&p->loss);
   feature_clear(&p->optimizer);
   feature_clear(&p->schedule);

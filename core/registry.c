@@ -13,6 +13,7 @@
 #include <plugnet/log.h>
 
 #include "config.h"
+#include "internal.h"
 #include "plugin_internal.h"
 
 #ifndef PN_PLUGINDIR
@@ -65,15 +66,21 @@ static int is_below(const char *path, const char *dir) {
   return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
 }
 
-/* An uninstalled plugnet (tests, running from the build tree) must find the
- * plugins built beside it, never an older installed set. */
-static char *default_dir(void) {
+/* Whether this libplugnet is the one in the build tree (tests, running
+ * uninstalled): then plugins and share/ files come from the trees, never
+ * from an older installed set. */
+int pni_running_uninstalled(void) {
   Dl_info info;
   char lib[PATH_MAX], build[PATH_MAX];
+  return dladdr((void *)&pn_registry_scan, &info) && info.dli_fname &&
+         realpath(info.dli_fname, lib) && realpath(PN_ABS_BUILDDIR, build) &&
+         is_below(lib, build);
+}
+
+static char *default_dir(void) {
   char *dir = NULL;
-  if (dladdr((void *)&pn_registry_scan, &info) && info.dli_fname && realpath(info.dli_fname, lib) &&
-      realpath(PN_ABS_BUILDDIR, build) && is_below(lib, build)) {
-    if (asprintf(&dir, "%s/plugins", build) < 0) dir = NULL;
+  if (pni_running_uninstalled()) {
+    if (asprintf(&dir, "%s/plugins", PN_ABS_BUILDDIR) < 0) dir = NULL;
     return dir;
   }
   return strdup(PN_PLUGINDIR);

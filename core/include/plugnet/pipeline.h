@@ -17,9 +17,11 @@ extern "C" {
 #endif
 
 typedef struct pn_pipeline_feature {
-  char *name;    /* layers: the layer's name */
+  char *name;    /* layers: the node's full name ("layer1.0.conv1") */
   char *feature; /* the `type:`; NULL when the section is absent */
   pn_config *cfg;
+  char **inputs; /* layers: the nodes feeding this one ("input": the model's) */
+  int n_inputs;
 } pn_pipeline_feature;
 
 typedef struct pn_pipeline {
@@ -36,8 +38,10 @@ typedef struct pn_pipeline {
   int shuffle;
   /* model */
   pn_shape input; /* ndim 0: taken from the training data */
-  pn_pipeline_feature *layers;
+  pn_pipeline_feature *layers; /* the graph, blocks and includes expanded */
   int n_layers;
+  char **outputs; /* n_outputs 0: the last layer */
+  int n_outputs;
   pn_pipeline_feature loss, optimizer, schedule;
   /* train */
   int64_t epochs;
