@@ -30,6 +30,7 @@
 #define ABS_TOL        2e-3
 #define REL_TOL        2e-2
 #define MAX_PER_TENSOR 200 /* elements checked per tensor; larger ones are sampled */
+#define KINK_TOL       (ABS_TOL / 2) /* h-to-h/2 disagreement that marks a kink */
 
 typedef struct probe {
   char name[128];
@@ -52,6 +53,7 @@ typedef struct subject {
   double *w; /* the projection, shaped like the output */
   int64_t n_out;
   uint64_t rng;
+  double base; /* L at the unperturbed point */
 } subject;
 
 /* ------------------------------------------------------------ helpers */
@@ -348,10 +350,12 @@ typedef struct tally {
   int64_t checked;
   double worst_ratio, abs_err, rel_err;
   int64_t worst_index;
+  int64_t kinks;
 } tally;
 
-/* Central difference at step h, divided by the step actually taken in f32. */
-static pn_status central(subject *s, probe *p, int64_t i, double h, double *d) {
+/* Central difference at step h, divided by the step actually taken in f32;
+ * *bend: the second difference (f(x+h) - 2 f(x) + f(x-h)) / h. */
+static pn_status central(subject *s, probe *p, int64_t i, double h, double *d, double *bend) {
   float orig = p->value[i];
   double lp, lm;
   float up = (float)(orig + h), down = (float)(orig - h);
@@ -361,14 +365,20 @@ static pn_status central(subject *s, probe *p, int64_t i, double h, double *d) {
   if (st == PN_OK) st = run(s, 0, &lm);
   p->value[i] = orig;
   *d = (lp - lm) / ((double)up - (double)down);
+  *bend = (lp - s->base) / ((double)up - orig) - (s->base - lm) / ((double)orig - down);
   return st;
 }
 
-static pn_status numeric(subject *s, probe *p, int64_t i, double *out) {
-  double d1, d2;
-  PN_TRY(central(s, p, i, STEP, &d1));
-  PN_TRY(central(s, p, i, STEP / 2, &d2));
+/* For a smooth function the steps h and h/2 agree: the central differences
+ * to O(h^2), and the bend halves with the step. A kink within the step (a
+ * max pool whose maximum changes hands) breaks one or the other, by an
+ * amount that bounds the error it would cause; such elements are skipped. */
+static pn_status numeric(subject *s, probe *p, int64_t i, double *out, int *kink) {
+  double d1, d2, b1, b2;
+  PN_TRY(central(s, p, i, STEP, &d1, &b1));
+  PN_TRY(central(s, p, i, STEP / 2, &d2, &b2));
   *out = (4.0 * d2 - d1) / 3.0;
+  *kink = fabs(d1 - d2) > KINK_TOL || fabs(b1 - 2.0 * b2) > KINK_TOL;
   return PN_OK;
 }
 
@@ -392,7 +402,12 @@ static pn_status check_probe(subject *s, probe *p, tally *t) {
     int64_t lo = k * p->n / m, hi = (k + 1) * p->n / m;
     int64_t i = lo + (int64_t)(next_u64(&s->rng) % (uint64_t)(hi - lo));
     double num;
-    PN_TRY(numeric(s, p, i, &num));
+    int kink;
+    PN_TRY(numeric(s, p, i, &num, &kink));
+    if (kink) {
+      t->kinks++;
+      continue;
+    }
     compare(t, i, p->grad[i], num);
   }
   return PN_OK;
@@ -412,10 +427,13 @@ static pn_status check_all(subject *s, pn_gradcheck_tensor_fn each, void *user,
                            pn_gradcheck_result *r) {
   double L, worst_ratio = 0.0;
   PN_TRY(run(s, 1, &L));
+  s->base = L;
   for (int i = 0; i < s->n_probes; i++) {
-    tally t = {0, 0.0, 0.0, 0.0, 0};
+    tally t = {0, 0.0, 0.0, 0.0, 0, 0};
     PN_TRY(check_probe(s, &s->probes[i], &t));
     merge(r, &t, s->probes[i].name, &worst_ratio);
+    /* Skipping is for the odd element near a kink, not most of a tensor. */
+    if (t.kinks > t.checked) worst_ratio = INFINITY;
     if (each) each(s->probes[i].name, t.checked, t.abs_err, t.rel_err, t.worst_ratio <= 1.0, user);
   }
   r->passed = r->checked > 0 && worst_ratio <= 1.0;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <plugnet/model.h>
 #include <plugnet/pipeline.h>
 #include <plugnet/registry.h>
 
@@ -439,6 +440,26 @@ pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overr
     return s;
   }
   *out = c.p;
+  return PN_OK;
+}
+
+pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input, pn_model **out) {
+  const pn_shape *in = input && input->ndim ? input : &p->input;
+  pn_model *m = NULL;
+  *out = NULL;
+  if (!in->ndim) return pn_error(PN_ERR_INVALID, "%s: model.input is not set", p->file);
+  PN_TRY(pn_model_new(in, &m));
+  pn_status s = PN_OK;
+  for (int i = 0; i < p->n_layers && s == PN_OK; i++)
+    s = pn_model_add_node(m, p->layers[i].name, p->layers[i].feature, p->layers[i].cfg,
+                          (const char *const *)p->layers[i].inputs, p->layers[i].n_inputs);
+  if (s == PN_OK && p->n_outputs)
+    s = pn_model_set_outputs(m, (const char *const *)p->outputs, p->n_outputs);
+  if (s != PN_OK) {
+    pn_model_free(m);
+    return s;
+  }
+  *out = m;
   return PN_OK;
 }
 

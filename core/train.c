@@ -122,12 +122,7 @@ static pn_status setup_data(run *r) {
 static pn_status setup_model(run *r) {
   const pn_pipeline *p = r->p;
   pn_shape in = p->input.ndim ? p->input : pn_dataset_get_info(r->train_ds)->x_shape;
-  PN_TRY(pn_model_new(&in, &r->model));
-  for (int i = 0; i < p->n_layers; i++)
-    PN_TRY(pn_model_add_node(r->model, p->layers[i].name, p->layers[i].feature, p->layers[i].cfg,
-                             (const char *const *)p->layers[i].inputs, p->layers[i].n_inputs));
-  if (p->n_outputs)
-    PN_TRY(pn_model_set_outputs(r->model, (const char *const *)p->outputs, p->n_outputs));
+  PN_TRY(pn_pipeline_build_model(p, &in, &r->model));
   if (!p->loss.feature) return pn_error(PN_ERR_INVALID, "%s: the pipeline has no loss", p->file);
   return pn_loss_create(p->loss.feature, p->loss.cfg, &r->loss);
 }

@@ -28,7 +28,7 @@ expect_pass() {
 unset PLUGNET_PLUGIN_PATH PLUGNET_BACKEND
 features=$("$cli" plugins --kind layer | awk 'NR > 1 {print $1}'
   "$cli" plugins --kind loss | awk 'NR > 1 {print $1}')
-for must in linear relu cross_entropy mse; do
+for must in linear relu cross_entropy mse conv2d batch_norm max_pool2d; do
   echo "$features" | grep -qx "$must" || fail "plugins lists no '$must' (got: $features)"
 done
 
@@ -48,6 +48,19 @@ for backend in reference cpu; do
   expect_pass "$backend" cross_entropy --input 6x5 --set label_smoothing=0.2,ignore_index=0
   expect_pass "$backend" cross_entropy --input 3x4x5
   expect_pass "$backend" mse --input 3x4x2
+  # cnn layers
+  expect_pass "$backend" conv2d --input 2x4x6x5 --set out=4,kernel=3,padding=1,stride=2,groups=2
+  expect_pass "$backend" conv2d --input 2x3x7x6 --set out=2,kernel=[2,3],dilation=[2,1],bias=false
+  expect_pass "$backend" conv2d --input 2x4x5x5 --set out=4,kernel=3,padding=1,groups=0,init=kaiming_normal
+  expect_pass "$backend" batch_norm --input 4x3x5x5 --set affine=false
+  expect_pass "$backend" batch_norm --input 6x4 --set eps=0.1
+  expect_pass "$backend" max_pool2d --input 2x3x7x6 --set kernel=3,stride=2,padding=1,ceil_mode=true
+  expect_pass "$backend" avg_pool2d --input 2x3x7x6 --set kernel=3,stride=2,padding=1,ceil_mode=true
+  expect_pass "$backend" avg_pool2d --input 2x3x7x6 --set kernel=[3,2],padding=1,count_include_pad=false
+  expect_pass "$backend" adaptive_avg_pool2d --input 2x3x7x5 --set size=[3,2]
+  expect_pass "$backend" adaptive_max_pool2d --input 2x3x7x5 --set size=[3,2]
+  expect_pass "$backend" adaptive_concat_pool2d --input 2x3x6x6 --set size=2
+  expect_pass "$backend" concat --input 2x3x4x4 --set axis=-1
 done
 
 # A wrong gradient must be caught: exit 1, FAILED, the worst element named.

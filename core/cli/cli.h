@@ -11,6 +11,7 @@ int pn_cmd_gradcheck(int argc, char **argv);
 int pn_cmd_train(int argc, char **argv);
 int pn_cmd_eval(int argc, char **argv);
 int pn_cmd_plan(int argc, char **argv);
+int pn_cmd_summary(int argc, char **argv);
 
 /* Prints "plugnet: <message>" for the current error and returns 1. */
 int pn_cli_fail(const char *context);

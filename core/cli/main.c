@@ -16,6 +16,8 @@ static const command commands[] = {
      "[PIPELINE] [--set k=v] [--backend B] [--resume F]: train (default: the MLP)"},
     {"eval", pn_cmd_eval, "PIPELINE --checkpoint F: evaluate a checkpoint"},
     {"plan", pn_cmd_plan, "PIPELINE [--set k=v]: print the resolved pipeline, every default shown"},
+    {"summary", pn_cmd_summary,
+     "MODEL|PIPELINE [--input 3x224x224] [--set k=v]: layers, output shapes, parameter counts"},
     {"plugins", pn_cmd_plugins, "list every feature from the plugin manifests"},
     {"inspect", pn_cmd_inspect, "FEATURE: its plugin, library, version and parameters"},
     {"backends", pn_cmd_backends, "list compute devices, available or why not"},

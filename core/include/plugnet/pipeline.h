@@ -62,6 +62,11 @@ typedef struct pn_pipeline {
 pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overrides,
                            pn_pipeline **out);
 void pn_pipeline_free(pn_pipeline *p);
+/* Builds the pipeline's model for samples of shape `input` (NULL or ndim 0:
+ * the pipeline's model.input, which must then be set). */
+struct pn_model;
+pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input,
+                                  struct pn_model **out);
 /* Writes the resolved pipeline as YAML, every default shown. */
 void pn_pipeline_print(const pn_pipeline *p, FILE *f);
 

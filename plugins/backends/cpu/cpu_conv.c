@@ -1,18 +1,610 @@
-/* STUB: to be written. */
+/* The cpu backend's convolution. The general path lowers each block of
+ * output columns to a GEMM: im2col copies the input patches a block reads
+ * into a [C/g*KH*KW, columns] matrix, OpenBLAS multiplies the group's
+ * weights by it, and the gradients run the same product transposed (col2im
+ * scatters the input gradient back). Blocks are spread over the pool with
+ * OpenBLAS single-threaded in each worker, as pni_cpu_matmul does, so that
+ * OpenBLAS's own spinning threads never fight the pool for the cores.
+ * Two shapes skip the lowering: 1x1 stride-1 unpadded convolutions are a
+ * GEMM on the input as it lies, and depthwise ones (groups == C == O) are
+ * direct vectorised loops, where a GEMM with K = KH*KW would be all
+ * overhead. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include <plugnet/tensor.h>
+
 #include "cpu_kernels.h"
 
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* Columns of one lowered block: enough that OpenBLAS's packing of the
+ * weights is amortised, few enough that the column matrix stays cached. */
+enum { BLOCK_MAX = 1024, BLOCK_MIN = 64 };
+/* Below this many multiply-adds a convolution runs on the calling thread. */
+#define CONV_SPLIT_MACS ((int64_t)1 << 18)
+
+typedef struct conv_dims {
+  int64_t n, c, h, w;   /* input */
+  int64_t o, kh, kw;    /* weight [o, c/groups, kh, kw] */
+  int64_t oh, ow, p;    /* output, p = oh*ow */
+  int64_t g, cg, og, k; /* groups, channels per group, k = cg*kh*kw */
+  int sy, sx, py, px, dy, dx;
+  /* Column blocking: a block is `nb` whole samples, or (nb == 1) a run of
+   * at most `bw` columns of one sample. */
+  int64_t nb, bps, bw, groups_of_samples;
+} conv_dims;
+
+/* ------------------------------------------------------------ geometry */
+
+static pn_status read_dims(const pn_op_args *a, const pn_tensor *x, const pn_tensor *w,
+                           const pn_tensor *y, conv_dims *d) {
+  for (int i = 0; i <= a->n_in; i++) {
+    const pn_tensor *t = i < a->n_in ? a->in[i] : a->out;
+    if (t->dtype != PN_F32)
+      return pn_error(PN_ERR_UNSUPPORTED, "cpu: %s: dtype %s not supported", pn_op_name(a->op),
+                      pn_dtype_name(t->dtype));
+  }
+  if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
+    return pn_error(PN_ERR_SHAPE, "cpu: %s needs 4-D tensors", pn_op_name(a->op));
+  pn_conv2d_params q = pn_conv2d_params_unpack(&a->p);
+  memset(d, 0, sizeof *d);
+  d->n = x->shape[0], d->c = x->shape[1], d->h = x->shape[2], d->w = x->shape[3];
+  d->o = w->shape[0], d->kh = w->shape[2], d->kw = w->shape[3];
+  d->oh = y->shape[2], d->ow = y->shape[3], d->p = d->oh * d->ow;
+  d->g = q.groups;
+  d->sy = q.stride[0], d->sx = q.stride[1], d->py = q.padding[0], d->px = q.padding[1];
+  d->dy = q.dilation[0], d->dx = q.dilation[1];
+  int bias_ok = a->op != PN_OP_CONV2D || a->n_in < 3 || pn_tensor_numel(a->in[2]) == d->o;
+  if (d->g < 1 || d->c % d->g || d->o % d->g || w->shape[1] * d->g != d->c || y->shape[0] != d->n ||
+      y->shape[1] != d->o || !bias_ok || d->sy < 1 || d->sx < 1)
+    return pn_error(PN_ERR_SHAPE, "cpu: %s: shapes do not fit", pn_op_name(a->op));
+  d->cg = d->c / d->g, d->og = d->o / d->g, d->k = d->cg * d->kh * d->kw;
+  if (d->k > INT_MAX || d->og > INT_MAX || d->p > INT_MAX)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: %s: a dimension exceeds OpenBLAS's int",
+                    pn_op_name(a->op));
+  return PN_OK;
+}
+
+static int pool_threads(const pni_cpu_ctx *c) {
+  return c && c->pool ? pn_threadpool_size(c->pool) : 1;
+}
+
+static int64_t macs(const conv_dims *d) { return d->n * d->o * d->p * d->k; }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Blocks no wider than BLOCK_MAX, and narrow enough that the pool gets a
+ * few per thread when the batch is small. */
+static void plan_blocks(conv_dims *d, int threads) {
+  int64_t cols = d->n * d->p;
+  int64_t want = cols * d->g / (2 * (int64_t)threads);
+  int64_t b = want < BLOCK_MIN ? BLOCK_MIN : want > BLOCK_MAX ? BLOCK_MAX : want;
+  if (d->p >= b) {
+    d->nb = 1;
+    d->bps = ceil_div(d->p, b);
+    d->bw = ceil_div(d->p, d->bps);
+  } else {
+    d->nb = b / d->p;
+    d->bps = 1;
+    d->bw = d->p;
+  }
+  d->groups_of_samples = ceil_div(d->n, d->nb);
+}
+
+/* Block `blk` of sample group `s`: samples [n0, n1), columns [p0, p1) of
+ * each; its columns are laid out sample after sample. */
+typedef struct block {
+  int64_t n0, n1, p0, p1, cols;
+} block;
+
+static block block_of(const conv_dims *d, int64_t s, int64_t blk) {
+  block b;
+  b.n0 = s * d->nb;
+  b.n1 = b.n0 + d->nb < d->n ? b.n0 + d->nb : d->n;
+  b.p0 = blk * d->bw;
+  b.p1 = b.p0 + d->bw < d->p ? b.p0 + d->bw : d->p;
+  b.cols = (b.n1 - b.n0) * (b.p1 - b.p0);
+  return b;
+}
+
+static int direct_pointwise(const conv_dims *d) {
+  return d->kh == 1 && d->kw == 1 && d->sy == 1 && d->sx == 1 && d->py == 0 && d->px == 0;
+}
+
+static int depthwise(const conv_dims *d) { return d->g == d->c && d->g == d->o && d->g > 1; }
+
+/* Outputs ox in [*lo, *hi) read input columns ix = ox*s + off inside [0, len). */
+static void valid_range(int64_t off, int64_t s, int64_t len, int64_t n_out, int64_t *lo,
+                        int64_t *hi) {
+  int64_t l = off >= 0 ? 0 : ceil_div(-off, s);
+  int64_t h = len - off <= 0 ? 0 : (len - off - 1) / s + 1;
+  *lo = l < n_out ? l : n_out;
+  *hi = h < n_out ? h : n_out;
+  if (*hi < *lo) *hi = *lo;
+}
+
+/* ------------------------------------------------------------ im2col */
+
+HOT static void gather_row(float *restrict dst, const float *restrict src, int64_t n, int64_t s) {
+  if (s == 1) {
+    memcpy(dst, src, (size_t)n * sizeof *dst);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) dst[i] = src[i * s];
+}
+
+HOT static void scatter_add_row(float *restrict dst, const float *restrict src, int64_t n,
+                                int64_t s) {
+  for (int64_t i = 0; i < n; i++) dst[i * s] += src[i];
+}
+
+/* Copies (or, when `add`, accumulates back) the patch values of output
+ * positions [p0, p1) of one input plane for tap (ky, kx) into a row of the
+ * column matrix. */
+static void patch_row(const conv_dims *d, float *plane, float *row, int64_t p0, int64_t p1,
+                      int64_t ky, int64_t kx, int add) {
+  int64_t offx = kx * d->dx - d->px, lo, hi;
+  valid_range(offx, d->sx, d->w, d->ow, &lo, &hi);
+  for (int64_t p = p0; p < p1;) {
+    int64_t oy = p / d->ow, ox0 = p % d->ow;
+    int64_t ox1 = (p1 - p) < (d->ow - ox0) ? ox0 + (p1 - p) : d->ow;
+    int64_t iy = oy * d->sy - d->py + ky * d->dy;
+    float *r = row + (p - p0);
+    int inside = iy >= 0 && iy < d->h;
+    int64_t a = lo > ox0 ? lo : ox0, b = hi < ox1 ? hi : ox1;
+    if (!inside || a >= b) {
+      if (!add) memset(r, 0, (size_t)(ox1 - ox0) * sizeof *r);
+    } else {
+      float *src = plane + iy * d->w + a * d->sx + offx;
+      if (add) {
+        scatter_add_row(src, r + (a - ox0), b - a, d->sx);
+      } else {
+        memset(r, 0, (size_t)(a - ox0) * sizeof *r);
+        gather_row(r + (a - ox0), src, b - a, d->sx);
+        memset(r + (b - ox0), 0, (size_t)(ox1 - b) * sizeof *r);
+      }
+    }
+    p += ox1 - ox0;
+  }
+}
+
+/* col[(ci*kh + ky)*kw + kx][column] for block b of group g; with `add`,
+ * the reverse: the column matrix is summed into x (col2im). */
+static void lower(const conv_dims *d, float *x, int64_t g, const block *b, float *col, int add) {
+  int64_t width = b->p1 - b->p0;
+  for (int64_t ci = 0; ci < d->cg; ci++)
+    for (int64_t ky = 0; ky < d->kh; ky++)
+      for (int64_t kx = 0; kx < d->kw; kx++) {
+        float *row = col + ((ci * d->kh + ky) * d->kw + kx) * b->cols;
+        for (int64_t n = b->n0; n < b->n1; n++) {
+          float *plane = x + ((n * d->c + g * d->cg + ci) * d->h) * d->w;
+          patch_row(d, plane, row + (n - b->n0) * width, b->p0, b->p1, ky, kx, add);
+        }
+      }
+}
+
+/* ------------------------------------------------------------ chunks */
+
+/* Work split into `chunks` fixed pieces, each with its own scratch, so
+ * that results (and partial-sum order) do not depend on which worker ran
+ * which piece. */
+typedef void (*chunk_fn)(void *job, int64_t chunk, float *scratch);
+
+typedef struct chunk_run {
+  chunk_fn fn;
+  void *job;
+  float **scratch;
+} chunk_run;
+
+static void chunk_slice(void *arg, int64_t begin, int64_t end, int worker) {
+  const chunk_run *r = arg;
+  (void)worker;
+  for (int64_t i = begin; i < end; i++) r->fn(r->job, i, r->scratch[i]);
+}
+
+/* Runs fn over chunks [0, n) on the pool; when one chunk gets all the work
+ * but the pool has threads to spare, OpenBLAS gets them instead. */
+static pn_status run_chunks(const pni_cpu_ctx *c, int64_t n, size_t scratch_floats, chunk_fn fn,
+                            void *job, int blas_threads) {
+  float **scratch = calloc((size_t)n, sizeof *scratch);
+  pn_status s = scratch ? PN_OK : PN_ERR_NOMEM;
+  for (int64_t i = 0; i < n && s == PN_OK && scratch_floats; i++)
+    if (!(scratch[i] = malloc(scratch_floats * sizeof(float)))) s = PN_ERR_NOMEM;
+  if (s == PN_OK) {
+    chunk_run r = {fn, job, scratch};
+    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+    pni_cpu_parallel(c, n, 1, chunk_slice, &r);
+    if (blas_threads > 1) openblas_set_num_threads(1);
+  }
+  for (int64_t i = 0; scratch && i < n; i++) free(scratch[i]);
+  free(scratch);
+  return s == PN_OK ? PN_OK : pn_error(s, "cpu: conv2d: out of memory for the column matrix");
+}
+
+/* How many chunks for `units` independent pieces of work, and whether the
+ * lone chunk should let OpenBLAS thread itself. */
+static int64_t plan_chunks(const pni_cpu_ctx *c, const conv_dims *d, int64_t units,
+                           int *blas_threads) {
+  int threads = pool_threads(c);
+  *blas_threads = 1;
+  if (macs(d) < CONV_SPLIT_MACS || threads < 2 || units < 1) return units < 1 ? 0 : 1;
+  if (units < threads) {
+    *blas_threads = threads;
+    return 1;
+  }
+  return threads;
+}
+
+/* ------------------------------------------------------------ forward */
+
+typedef struct fwd_job {
+  const conv_dims *d;
+  const float *x, *w, *b;
+  float *y;
+  int64_t units, chunks;
+} fwd_job;
+
+HOT static void add_bias_rows(float *restrict y, int64_t rows, int64_t len, int64_t ld,
+                              const float *restrict b) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t i = 0; i < len; i++) y[r * ld + i] += b[r];
+}
+
+HOT static void copy_rows(float *restrict dst, const float *restrict src, int64_t rows, int64_t len,
+                          int64_t ld_dst, int64_t ld_src, const float *restrict b) {
+  for (int64_t r = 0; r < rows; r++) {
+    float v = b ? b[r] : 0.0f;
+    for (int64_t i = 0; i < len; i++) dst[r * ld_dst + i] = src[r * ld_src + i] + v;
+  }
+}
+
+/* One block of one group: y[block] = W_g * col (+ bias). A block inside
+ * one sample is written in place; one spanning samples goes through tmp
+ * (after col in the scratch) and is copied out sample by sample. */
+static void forward_unit(const fwd_job *j, int64_t u, float *scratch) {
+  const conv_dims *d = j->d;
+  int64_t g = u % d->g, blk = u / d->g % d->bps, s = u / d->g / d->bps;
+  block b = block_of(d, s, blk);
+  const float *bias = j->b ? j->b + g * d->og : NULL;
+  const float *col = scratch;
+  int64_t ldb = b.cols;
+  if (b.n1 - b.n0 == 1 && direct_pointwise(d)) {
+    col = j->x + (b.n0 * d->c + g * d->cg) * d->p + b.p0;
+    ldb = d->p;
+  } else {
+    lower(d, (float *)j->x, g, &b, scratch, 0);
+  }
+  const float *wg = j->w + g * d->og * d->k;
+  float *yg = j->y + (b.n0 * d->o + g * d->og) * d->p + b.p0;
+  int single = b.n1 - b.n0 == 1;
+  float *c = single ? yg : scratch + d->k * d->nb * d->bw;
+  int64_t ldc = single ? d->p : b.cols;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)d->og, (blasint)b.cols,
+              (blasint)d->k, 1.0f, wg, (blasint)d->k, col, (blasint)ldb, 0.0f, c, (blasint)ldc);
+  if (single) {
+    if (bias) add_bias_rows(yg, d->og, b.cols, d->p, bias);
+    return;
+  }
+  for (int64_t n = b.n0; n < b.n1; n++)
+    copy_rows(j->y + (n * d->o + g * d->og) * d->p, c + (n - b.n0) * d->p, d->og, d->p, d->p,
+              b.cols, bias);
+}
+
+static void forward_chunk(void *job, int64_t chunk, float *scratch) {
+  const fwd_job *j = job;
+  int64_t u0 = chunk * j->units / j->chunks, u1 = (chunk + 1) * j->units / j->chunks;
+  for (int64_t u = u0; u < u1; u++) forward_unit(j, u, scratch);
+}
+
+/* ------------------------------------------------------------ depthwise */
+
+typedef struct dw_job {
+  const conv_dims *d;
+  const float *a, *w, *b; /* forward: x; grad_input: dy; grad_weight: dy */
+  const float *x;         /* grad_weight's input */
+  float *out;
+} dw_job;
+
+/* The valid output range of tap kx along a row, and its input offset. */
+static void dw_tap_x(const conv_dims *d, int64_t kx, int64_t *lo, int64_t *hi, int64_t *off) {
+  *off = kx * d->dx - d->px;
+  valid_range(*off, d->sx, d->w, d->ow, lo, hi);
+}
+
+/* A whole plane per call, so that the per-clone dispatch is paid once per
+ * plane rather than once per short row. Stride 1 gets its own loop: it is
+ * the one that vectorises with plain loads. */
+HOT static void dw_forward_plane(const conv_dims *d, const float *restrict in,
+                                 const float *restrict wc, float b, float *restrict o) {
+  for (int64_t i = 0; i < d->p; i++) o[i] = b;
+  for (int64_t oy = 0; oy < d->oh; oy++) {
+    float *restrict orow = o + oy * d->ow;
+    for (int64_t ky = 0; ky < d->kh; ky++) {
+      int64_t iy = oy * d->sy - d->py + ky * d->dy;
+      if (iy < 0 || iy >= d->h) continue;
+      const float *restrict irow = in + iy * d->w;
+      for (int64_t kx = 0; kx < d->kw; kx++) {
+        int64_t lo, hi, off, s = d->sx;
+        float wv = wc[ky * d->kw + kx];
+        dw_tap_x(d, kx, &lo, &hi, &off);
+        if (s == 1)
+          for (int64_t ox = lo; ox < hi; ox++) orow[ox] += wv * irow[ox + off];
+        else
+          for (int64_t ox = lo; ox < hi; ox++) orow[ox] += wv * irow[ox * s + off];
+      }
+    }
+  }
+}
+
+HOT static void dw_grad_input_plane(const conv_dims *d, const float *restrict go,
+                                    const float *restrict wc, float *restrict gi) {
+  memset(gi, 0, (size_t)(d->h * d->w) * sizeof *gi);
+  for (int64_t oy = 0; oy < d->oh; oy++) {
+    const float *restrict orow = go + oy * d->ow;
+    for (int64_t ky = 0; ky < d->kh; ky++) {
+      int64_t iy = oy * d->sy - d->py + ky * d->dy;
+      if (iy < 0 || iy >= d->h) continue;
+      float *restrict irow = gi + iy * d->w;
+      for (int64_t kx = 0; kx < d->kw; kx++) {
+        int64_t lo, hi, off, s = d->sx;
+        float wv = wc[ky * d->kw + kx];
+        dw_tap_x(d, kx, &lo, &hi, &off);
+        if (s == 1)
+          for (int64_t ox = lo; ox < hi; ox++) irow[ox + off] += wv * orow[ox];
+        else
+          for (int64_t ox = lo; ox < hi; ox++) irow[ox * s + off] += wv * orow[ox];
+      }
+    }
+  }
+}
+
+/* sum of o[ox] * in[ox*s + off] in 8 independent lanes, so it vectorises
+ * without reassociating a single chain. */
+HOT static double dw_row_dot(const float *restrict o, const float *restrict in, int64_t lo,
+                             int64_t hi, int64_t s, int64_t off) {
+  float acc[8] = {0};
+  int64_t ox = lo;
+  if (s == 1)
+    for (; ox + 8 <= hi; ox += 8)
+      for (int l = 0; l < 8; l++) acc[l] += o[ox + l] * in[ox + l + off];
+  double t = 0.0;
+  for (; ox < hi; ox++) t += (double)o[ox] * in[ox * s + off];
+  for (int l = 0; l < 8; l++) t += acc[l];
+  return t;
+}
+
+static void dw_forward_planes(void *arg, int64_t begin, int64_t end, int worker) {
+  const dw_job *j = arg;
+  const conv_dims *d = j->d;
+  (void)worker;
+  for (int64_t pl = begin; pl < end; pl++) {
+    int64_t ch = pl % d->c;
+    dw_forward_plane(d, j->a + pl * d->h * d->w, j->w + ch * d->kh * d->kw, j->b ? j->b[ch] : 0.0f,
+                     j->out + pl * d->p);
+  }
+}
+
+static void dw_grad_input_planes(void *arg, int64_t begin, int64_t end, int worker) {
+  const dw_job *j = arg;
+  const conv_dims *d = j->d;
+  (void)worker;
+  for (int64_t pl = begin; pl < end; pl++)
+    dw_grad_input_plane(d, j->a + pl * d->p, j->w + (pl % d->c) * d->kh * d->kw,
+                        j->out + pl * d->h * d->w);
+}
+
+/* Channel by channel, each summing over the whole batch: no partial sums. */
+static void dw_grad_weight_channels(void *arg, int64_t begin, int64_t end, int worker) {
+  const dw_job *j = arg;
+  const conv_dims *d = j->d;
+  (void)worker;
+  for (int64_t ch = begin; ch < end; ch++)
+    for (int64_t ky = 0; ky < d->kh; ky++)
+      for (int64_t kx = 0; kx < d->kw; kx++) {
+        int64_t lo, hi, off;
+        dw_tap_x(d, kx, &lo, &hi, &off);
+        double s = 0.0;
+        for (int64_t n = 0; n < d->n; n++) {
+          const float *go = j->a + (n * d->c + ch) * d->p,
+                      *in = j->x + (n * d->c + ch) * d->h * d->w;
+          for (int64_t oy = 0; oy < d->oh; oy++) {
+            int64_t iy = oy * d->sy - d->py + ky * d->dy;
+            if (iy >= 0 && iy < d->h)
+              s += dw_row_dot(go + oy * d->ow, in + iy * d->w, lo, hi, d->sx, off);
+          }
+        }
+        j->out[(ch * d->kh + ky) * d->kw + kx] = (float)s;
+      }
+}
+
+/* Planes per slice: about 64K multiply-adds each. */
+static int64_t dw_grain(const conv_dims *d) {
+  int64_t per = d->p * d->kh * d->kw;
+  return per >= 65536 ? 1 : 65536 / (per ? per : 1);
+}
+
+/* ------------------------------------------------------------ kernels */
+
 pn_status pni_cpu_conv2d(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  conv_dims d;
+  PN_TRY(read_dims(a, a->in[0], a->in[1], a->out, &d));
+  const float *b = a->n_in > 2 ? pn_tensor_data(a->in[2]) : NULL;
+  if (d.n == 0 || d.o == 0) return PN_OK;
+  if (d.k == 0) { /* no input channels: the bias alone */
+    float *y = pn_tensor_data(a->out);
+    for (int64_t i = 0; i < pn_tensor_numel(a->out); i++) y[i] = b ? b[i / d.p % d.o] : 0.0f;
+    return PN_OK;
+  }
+  if (depthwise(&d)) {
+    dw_job j = {&d,   pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), b,
+                NULL, pn_tensor_data(a->out)};
+    pni_cpu_parallel(dctx, d.n * d.c, dw_grain(&d), dw_forward_planes, &j);
+    return PN_OK;
+  }
+  plan_blocks(&d, pool_threads(dctx));
+  int blas;
+  fwd_job j = {&d, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]),
+               b,  pn_tensor_data(a->out),   d.groups_of_samples * d.bps * d.g,
+               0};
+  j.chunks = plan_chunks(dctx, &d, j.units, &blas);
+  size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+  return run_chunks(dctx, j.chunks, scratch, forward_chunk, &j, blas);
+}
+
+/* ------------------------------------------------------------ grad input */
+
+typedef struct gin_job {
+  const conv_dims *d;
+  const float *dy, *w;
+  float *dx;
+  int64_t units, chunks;
+} gin_job;
+
+/* dy of block b, group g, as a [og, cols] matrix: in place for one sample,
+ * else gathered into tmp. */
+static const float *block_dy(const conv_dims *d, const float *dy, int64_t g, const block *b,
+                             float *tmp, int64_t *ld) {
+  if (b->n1 - b->n0 == 1) {
+    *ld = d->p;
+    return dy + (b->n0 * d->o + g * d->og) * d->p + b->p0;
+  }
+  for (int64_t n = b->n0; n < b->n1; n++)
+    copy_rows(tmp + (n - b->n0) * d->p, dy + (n * d->o + g * d->og) * d->p, d->og, d->p, b->cols,
+              d->p, NULL);
+  *ld = b->cols;
+  return tmp;
+}
+
+/* Whole samples of one group: their dx channels belong to this unit alone,
+ * so col2im's overlapping windows never race. */
+static void grad_input_unit(const gin_job *j, int64_t u, float *scratch) {
+  const conv_dims *d = j->d;
+  int64_t g = u % d->g, s = u / d->g;
+  float *col = scratch, *tmp = scratch + d->k * d->nb * d->bw;
+  const float *wg = j->w + g * d->og * d->k;
+  block first = block_of(d, s, 0);
+  int pointwise = first.n1 - first.n0 == 1 && direct_pointwise(d);
+  for (int64_t n = first.n0; n < first.n1 && !pointwise; n++)
+    memset(j->dx + (n * d->c + g * d->cg) * d->h * d->w, 0,
+           (size_t)(d->cg * d->h * d->w) * sizeof(float));
+  for (int64_t blk = 0; blk < d->bps; blk++) {
+    block b = block_of(d, s, blk);
+    int64_t ldg;
+    const float *gy = block_dy(d, j->dy, g, &b, tmp, &ldg);
+    float *c = pointwise ? j->dx + (b.n0 * d->c + g * d->cg) * d->p + b.p0 : col;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)d->k, (blasint)b.cols,
+                (blasint)d->og, 1.0f, wg, (blasint)d->k, gy, (blasint)ldg, 0.0f, c,
+                (blasint)(pointwise ? d->p : b.cols));
+    if (!pointwise) lower(d, j->dx, g, &b, col, 1);
+  }
+}
+
+static void grad_input_chunk(void *job, int64_t chunk, float *scratch) {
+  const gin_job *j = job;
+  int64_t u0 = chunk * j->units / j->chunks, u1 = (chunk + 1) * j->units / j->chunks;
+  for (int64_t u = u0; u < u1; u++) grad_input_unit(j, u, scratch);
 }
 
 pn_status pni_cpu_conv2d_grad_input(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  conv_dims d;
+  PN_TRY(read_dims(a, a->out, a->in[1], a->in[0], &d));
+  float *dx = pn_tensor_data(a->out);
+  if (d.n == 0 || d.c == 0) return PN_OK;
+  if (d.o == 0 || d.k == 0) {
+    memset(dx, 0, (size_t)pn_tensor_numel(a->out) * sizeof *dx);
+    return PN_OK;
+  }
+  if (depthwise(&d)) {
+    dw_job j = {&d, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), NULL, NULL, dx};
+    pni_cpu_parallel(dctx, d.n * d.c, dw_grain(&d), dw_grad_input_planes, &j);
+    return PN_OK;
+  }
+  plan_blocks(&d, pool_threads(dctx));
+  int blas;
+  gin_job j = {&d, pn_tensor_data(a->in[0]),  pn_tensor_data(a->in[1]),
+               dx, d.groups_of_samples * d.g, 0};
+  j.chunks = plan_chunks(dctx, &d, j.units, &blas);
+  size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+  return run_chunks(dctx, j.chunks, scratch, grad_input_chunk, &j, blas);
+}
+
+/* ------------------------------------------------------------ grad weight */
+
+typedef struct gw_job {
+  const conv_dims *d;
+  const float *dy, *x;
+  float **partial; /* one dw per chunk; partial[0] is the output */
+  int64_t chunks;
+} gw_job;
+
+/* dw_g += dy_block * col_block^T for every block of sample group s. */
+static void grad_weight_group(const gw_job *j, int64_t s, float *dw, float *scratch) {
+  const conv_dims *d = j->d;
+  float *col = scratch, *tmp = scratch + d->k * d->nb * d->bw;
+  for (int64_t blk = 0; blk < d->bps; blk++)
+    for (int64_t g = 0; g < d->g; g++) {
+      block b = block_of(d, s, blk);
+      int64_t ldg, ldx = b.cols;
+      const float *gy = block_dy(d, j->dy, g, &b, tmp, &ldg);
+      const float *xc = col;
+      if (b.n1 - b.n0 == 1 && direct_pointwise(d)) {
+        xc = j->x + (b.n0 * d->c + g * d->cg) * d->p + b.p0;
+        ldx = d->p;
+      } else {
+        lower(d, (float *)j->x, g, &b, col, 0);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)d->og, (blasint)d->k,
+                  (blasint)b.cols, 1.0f, gy, (blasint)ldg, xc, (blasint)ldx, 1.0f,
+                  dw + g * d->og * d->k, (blasint)d->k);
+    }
+}
+
+static void grad_weight_chunk(void *job, int64_t chunk, float *scratch) {
+  const gw_job *j = job;
+  int64_t n = j->d->groups_of_samples;
+  int64_t s0 = chunk * n / j->chunks, s1 = (chunk + 1) * n / j->chunks;
+  for (int64_t s = s0; s < s1; s++) grad_weight_group(j, s, j->partial[chunk], scratch);
+}
+
+HOT static void add_into(float *restrict dst, const float *restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
 pn_status pni_cpu_conv2d_grad_weight(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  conv_dims d;
+  PN_TRY(read_dims(a, a->in[1], a->out, a->in[0], &d));
+  float *dw = pn_tensor_data(a->out);
+  int64_t len = pn_tensor_numel(a->out);
+  memset(dw, 0, (size_t)len * sizeof *dw);
+  if (d.n == 0 || len == 0) return PN_OK;
+  if (depthwise(&d)) {
+    dw_job j = {&d, pn_tensor_data(a->in[0]), NULL, NULL, pn_tensor_data(a->in[1]), dw};
+    int64_t per = d.n * d.p * d.kh * d.kw;
+    pni_cpu_parallel(dctx, d.c, per >= 65536 ? 1 : 65536 / per, dw_grad_weight_channels, &j);
+    return PN_OK;
+  }
+  plan_blocks(&d, pool_threads(dctx));
+  int blas;
+  gw_job j = {&d, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), NULL, 0};
+  j.chunks = plan_chunks(dctx, &d, d.groups_of_samples, &blas);
+  j.partial = calloc((size_t)j.chunks, sizeof *j.partial);
+  pn_status s = j.partial ? PN_OK : PN_ERR_NOMEM;
+  for (int64_t i = 0; i < j.chunks && s == PN_OK; i++)
+    if (!(j.partial[i] = i ? calloc((size_t)len, sizeof(float)) : dw)) s = PN_ERR_NOMEM;
+  if (s == PN_OK) {
+    size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+    s = run_chunks(dctx, j.chunks, scratch, grad_weight_chunk, &j, blas);
+  } else {
+    pn_error(s, "cpu: conv2d_grad_weight: out of memory for partial sums");
+  }
+  for (int64_t i = 1; j.partial && i < j.chunks; i++) {
+    if (s == PN_OK) add_into(dw, j.partial[i], len);
+    free(j.partial[i]);
+  }
+  free(j.partial);
+  return s;
 }
-

@@ -442,6 +442,9 @@ UNARY_KERNEL(unary_step, x > 0.0f ? 1.0f : 0.0f)
 UNARY_KERNEL(unary_sigmoid, 1.0f / (1.0f + exp_approx(-x)))
 UNARY_KERNEL(unary_tanh, tanh_approx(x))
 UNARY_KERNEL(unary_affine, alpha *x + beta)
+/* min(max(x, lo), hi) with NaN passed through, as PyTorch's clamp. */
+UNARY_KERNEL(unary_clamp, (x < alpha ? alpha : x) > beta ? beta : (x < alpha ? alpha : x))
+UNARY_KERNEL(unary_inside, x > alpha && x < beta ? 1.0f : 0.0f)
 
 static const unary_kernel unary_table[PN_UNARY_COUNT] = {
     [PN_UNARY_NEG] = unary_neg,         [PN_UNARY_ABS] = unary_abs,
@@ -450,7 +453,8 @@ static const unary_kernel unary_table[PN_UNARY_COUNT] = {
     [PN_UNARY_SQUARE] = unary_square,   [PN_UNARY_RECIP] = unary_recip,
     [PN_UNARY_RELU] = unary_relu,       [PN_UNARY_STEP] = unary_step,
     [PN_UNARY_SIGMOID] = unary_sigmoid, [PN_UNARY_TANH] = unary_tanh,
-    [PN_UNARY_AFFINE] = unary_affine,
+    [PN_UNARY_AFFINE] = unary_affine,   [PN_UNARY_CLAMP] = unary_clamp,
+    [PN_UNARY_INSIDE] = unary_inside,
 };
 
 typedef struct unary_job {

@@ -1,38 +1,540 @@
-/* STUB: to be written. */
+/* The cpu backend's pooling, channel-statistics, concatenation and axpby
+ * kernels. Work is split over N*C planes (each plane's output is its own,
+ * so workers never share a write); inner loops run along output rows so
+ * that gcc vectorises them, cloned per ISA as in cpu_kernels.c. Sums that
+ * feed statistics are kept in independent double lanes, then combined
+ * across planes in double (Chan's formula for the variance), so the result
+ * matches the reference's double two-pass sums. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <plugnet/tensor.h>
+
 #include "cpu_kernels.h"
 
-pn_status pni_cpu_pool2d(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* Elements a worker's slice should cover at least: waking one costs a few
+ * microseconds, so smaller ops stay on the calling thread. */
+enum { GRAIN = 1 << 15, LANES = 16 };
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static pn_status all_f32(const pn_op_args *a) {
+  for (int i = 0; i < a->n_in; i++)
+    if (a->in[i]->dtype != PN_F32)
+      return pn_error(PN_ERR_UNSUPPORTED, "cpu: op %s: dtype %s not supported",
+                      pn_op_name(a->op), pn_dtype_name(a->in[i]->dtype));
+  if (a->out && a->out->dtype != PN_F32)
+    return pn_error(PN_ERR_UNSUPPORTED, "cpu: op %s: dtype %s not supported", pn_op_name(a->op),
+                    pn_dtype_name(a->out->dtype));
+  return PN_OK;
 }
 
+static pn_status bad_shape(const pn_op_args *a, const char *why) {
+  return pn_error(PN_ERR_SHAPE, "cpu: op %s: %s", pn_op_name(a->op), why);
+}
+
+static pn_status no_memory(const pn_op_args *a) {
+  return pn_error(PN_ERR_NOMEM, "cpu: op %s: out of memory", pn_op_name(a->op));
+}
+
+/* ------------------------------------------------------------ pooling */
+
+/* Window bounds along one axis for each output index: [b, e) clipped to
+ * the input, d the divisor's factor; [lo, hi) the outputs whose window lies
+ * wholly inside the input (fixed pools only), done by the strided loops. */
+typedef struct axis_plan {
+  int64_t *b, *e, *d;
+  int64_t lo, hi;
+  int k, s, pad;
+} axis_plan;
+
+static int is_adaptive(int kind) {
+  return kind == PN_POOL_ADAPTIVE_MAX || kind == PN_POOL_ADAPTIVE_AVG;
+}
+
+static int is_max(int kind) { return kind == PN_POOL_MAX || kind == PN_POOL_ADAPTIVE_MAX; }
+
+static int plan_axis(axis_plan *ap, int kind, const pn_pool2d_params *g, int ax, int64_t in,
+                     int64_t out) {
+  ap->b = malloc(sizeof(int64_t) * (size_t)(3 * out));
+  if (!ap->b) return 0;
+  ap->e = ap->b + out;
+  ap->d = ap->e + out;
+  ap->lo = ap->hi = 0;
+  ap->k = g->kernel[ax], ap->s = g->stride[ax], ap->pad = g->padding[ax];
+  for (int64_t i = 0; i < out; i++) {
+    if (is_adaptive(kind)) { /* [floor(i*in/out), ceil((i+1)*in/out)) */
+      ap->b[i] = i * in / out;
+      ap->e[i] = ((i + 1) * in + out - 1) / out;
+      ap->d[i] = ap->e[i] - ap->b[i];
+      continue;
+    }
+    /* A ceil_mode window's part beyond the padded input never counts. */
+    int64_t start = i * ap->s - ap->pad, end = min64(start + ap->k, in + ap->pad);
+    ap->b[i] = max64(start, 0);
+    ap->e[i] = min64(end, in);
+    ap->d[i] = g->count_include_pad ? end - start : ap->e[i] - ap->b[i];
+  }
+  if (!is_adaptive(kind)) {
+    ap->lo = min64((ap->pad + ap->s - 1) / ap->s, out);
+    int64_t room = in + ap->pad - ap->k;
+    ap->hi = room < 0 ? 0 : min64(room / ap->s + 1, out);
+    if (ap->hi < ap->lo) ap->hi = ap->lo;
+  }
+  return 1;
+}
+
+typedef struct pool_job {
+  const float *x, *dy;
+  float *y, *dx;
+  int64_t H, W, OH, OW;
+  int kind;
+  axis_plan ph, pw;
+  int nomem;
+} pool_job;
+
+HOT static void max_strided(float *restrict acc, const float *restrict src, int64_t n, int64_t s) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = src[i * s];
+    acc[i] = (v > acc[i] || v != v) ? v : acc[i];
+  }
+}
+
+HOT static void sum_strided(double *restrict acc, const float *restrict src, int64_t n,
+                            int64_t s) {
+  for (int64_t i = 0; i < n; i++) acc[i] += (double)src[i * s];
+}
+
+/* One input row's contribution to a row of max outputs. */
+static void max_row(const pool_job *j, float *acc, const float *row) {
+  const axis_plan *p = &j->pw;
+  for (int kw = 0; kw < p->k && p->hi > p->lo; kw++)
+    max_strided(acc + p->lo, row + p->lo * p->s - p->pad + kw, p->hi - p->lo, p->s);
+  for (int64_t ow = 0; ow < j->OW; ow++) {
+    if (ow == p->lo) ow = p->hi;
+    if (ow >= j->OW) break;
+    float m = acc[ow];
+    for (int64_t iw = p->b[ow]; iw < p->e[ow]; iw++) m = (row[iw] > m || row[iw] != row[iw]) ? row[iw] : m;
+    acc[ow] = m;
+  }
+}
+
+static void sum_row(const pool_job *j, double *acc, const float *row) {
+  const axis_plan *p = &j->pw;
+  for (int kw = 0; kw < p->k && p->hi > p->lo; kw++)
+    sum_strided(acc + p->lo, row + p->lo * p->s - p->pad + kw, p->hi - p->lo, p->s);
+  for (int64_t ow = 0; ow < j->OW; ow++) {
+    if (ow == p->lo) ow = p->hi;
+    if (ow >= j->OW) break;
+    double s = 0.0;
+    for (int64_t iw = p->b[ow]; iw < p->e[ow]; iw++) s += row[iw];
+    acc[ow] += s;
+  }
+}
+
+static void pool_plane(const pool_job *j, const float *x, float *y, void *scratch) {
+  int mx = is_max(j->kind);
+  float *fa = scratch;
+  double *da = scratch;
+  for (int64_t oh = 0; oh < j->OH; oh++) {
+    for (int64_t ow = 0; ow < j->OW; ow++) {
+      if (mx)
+        fa[ow] = -INFINITY;
+      else
+        da[ow] = 0.0;
+    }
+    for (int64_t h = j->ph.b[oh]; h < j->ph.e[oh]; h++) {
+      if (mx)
+        max_row(j, fa, x + h * j->W);
+      else
+        sum_row(j, da, x + h * j->W);
+    }
+    float *yr = y + oh * j->OW;
+    for (int64_t ow = 0; ow < j->OW; ow++) {
+      double div = (double)(j->ph.d[oh] * j->pw.d[ow]);
+      yr[ow] = mx ? fa[ow] : div > 0 ? (float)(da[ow] / div) : 0.0f;
+    }
+  }
+}
+
+static void pool_planes(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  pool_job *j = arg;
+  void *scratch = malloc(sizeof(double) * (size_t)j->OW);
+  if (!scratch) {
+    j->nomem = 1;
+    return;
+  }
+  for (int64_t pl = b; pl < e; pl++)
+    pool_plane(j, j->x + pl * j->H * j->W, j->y + pl * j->OH * j->OW, scratch);
+  free(scratch);
+}
+
+/* Where the window's maximum is: the first one, or the last NaN, exactly
+ * as PyTorch's scan (replace when greater or NaN). */
+static int64_t window_argmax(const float *x, int64_t W, int64_t h0, int64_t h1, int64_t w0,
+                             int64_t w1) {
+  int64_t best = -1;
+  float m = -INFINITY;
+  for (int64_t h = h0; h < h1; h++)
+    for (int64_t w = w0; w < w1; w++) {
+      float v = x[h * W + w];
+      if (best < 0 || v > m || v != v) best = h * W + w, m = v;
+    }
+  return best;
+}
+
+static void pool_grad_plane(const pool_job *j, const float *x, const float *dy, float *dx) {
+  memset(dx, 0, sizeof *dx * (size_t)(j->H * j->W));
+  int mx = is_max(j->kind);
+  for (int64_t oh = 0; oh < j->OH; oh++) {
+    int64_t h0 = j->ph.b[oh], h1 = j->ph.e[oh];
+    for (int64_t ow = 0; ow < j->OW; ow++) {
+      int64_t w0 = j->pw.b[ow], w1 = j->pw.e[ow];
+      float g = dy[oh * j->OW + ow];
+      if (mx) {
+        int64_t i = window_argmax(x, j->W, h0, h1, w0, w1);
+        if (i >= 0) dx[i] += g;
+        continue;
+      }
+      double div = (double)(j->ph.d[oh] * j->pw.d[ow]);
+      float share = div > 0 ? (float)(g / div) : 0.0f;
+      for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) dx[h * j->W + w] += share;
+    }
+  }
+}
+
+static void pool_grad_planes(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const pool_job *j = arg;
+  for (int64_t pl = b; pl < e; pl++)
+    pool_grad_plane(j, j->x + pl * j->H * j->W, j->dy + pl * j->OH * j->OW,
+                    j->dx + pl * j->H * j->W);
+}
+
+static pn_status pool_setup(const pn_op_args *a, const pn_tensor *x, const pn_tensor *y,
+                            pool_job *j) {
+  PN_TRY(all_f32(a));
+  if (x->ndim != 4 || y->ndim != 4 || x->shape[0] != y->shape[0] || x->shape[1] != y->shape[1])
+    return bad_shape(a, "input and output must be [N,C,H,W] with equal N and C");
+  if (a->p.kind < 0 || a->p.kind >= PN_POOL_COUNT) return bad_shape(a, "unknown pool kind");
+  pn_pool2d_params g = pn_pool2d_params_unpack(&a->p);
+  if (!is_adaptive(a->p.kind) && (g.kernel[0] < 1 || g.kernel[1] < 1 || g.stride[0] < 1 ||
+                                  g.stride[1] < 1 || g.padding[0] < 0 || g.padding[1] < 0))
+    return bad_shape(a, "kernel and stride must be at least 1, padding at least 0");
+  memset(j, 0, sizeof *j);
+  j->H = x->shape[2], j->W = x->shape[3], j->OH = y->shape[2], j->OW = y->shape[3];
+  j->kind = a->p.kind;
+  if (!plan_axis(&j->ph, j->kind, &g, 0, j->H, j->OH)) return no_memory(a);
+  if (!plan_axis(&j->pw, j->kind, &g, 1, j->W, j->OW)) {
+    free(j->ph.b);
+    return no_memory(a);
+  }
+  return PN_OK;
+}
+
+static void pool_free(pool_job *j) {
+  free(j->ph.b);
+  free(j->pw.b);
+}
+
+pn_status pni_cpu_pool2d(void *dctx, const pn_op_args *a) {
+  pool_job j;
+  PN_TRY(pool_setup(a, a->in[0], a->out, &j));
+  j.x = pn_tensor_data(a->in[0]);
+  j.y = pn_tensor_data(a->out);
+  int64_t planes = a->in[0]->shape[0] * a->in[0]->shape[1];
+  pni_cpu_parallel(dctx, planes, max64(1, GRAIN / max64(1, j.H * j.W)), pool_planes, &j);
+  pool_free(&j);
+  return j.nomem ? no_memory(a) : PN_OK;
+}
+
+/* in: dy, x -> dx (x's shape). */
 pn_status pni_cpu_pool2d_grad(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  pool_job j;
+  if (pn_tensor_numel(a->out) != pn_tensor_numel(a->in[1]))
+    return bad_shape(a, "dx must be shaped like x");
+  PN_TRY(pool_setup(a, a->in[1], a->in[0], &j));
+  j.dy = pn_tensor_data(a->in[0]);
+  j.x = pn_tensor_data(a->in[1]);
+  j.dx = pn_tensor_data(a->out);
+  int64_t planes = a->in[1]->shape[0] * a->in[1]->shape[1];
+  pni_cpu_parallel(dctx, planes, max64(1, GRAIN / max64(1, j.H * j.W)), pool_grad_planes, &j);
+  pool_free(&j);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ channel ops */
+
+HOT static double lane_sum(const float *restrict x, int64_t n) {
+  double acc[LANES] = {0};
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += (double)x[i + l];
+  double s = 0.0;
+  for (int l = 0; l < LANES; l++) s += acc[l];
+  for (; i < n; i++) s += (double)x[i];
+  return s;
+}
+
+/* sum((x - m)^2) */
+HOT static double lane_sqdev(const float *restrict x, int64_t n, double m) {
+  double acc[LANES] = {0};
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; l++) {
+      double d = (double)x[i + l] - m;
+      acc[l] += d * d;
+    }
+  double s = 0.0;
+  for (int l = 0; l < LANES; l++) s += acc[l];
+  for (; i < n; i++) s += ((double)x[i] - m) * ((double)x[i] - m);
+  return s;
+}
+
+/* sum(dy * (x - m)) */
+HOT static double lane_dot_dev(const float *restrict dy, const float *restrict x, int64_t n,
+                               double m) {
+  double acc[LANES] = {0};
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += (double)dy[i + l] * ((double)x[i + l] - m);
+  double s = 0.0;
+  for (int l = 0; l < LANES; l++) s += acc[l];
+  for (; i < n; i++) s += (double)dy[i] * ((double)x[i] - m);
+  return s;
+}
+
+HOT static void affine_plane(float *restrict o, const float *restrict x, int64_t n, float a,
+                             float b) {
+  for (int64_t i = 0; i < n; i++) o[i] = a * x[i] + b;
+}
+
+HOT static void affine2_plane(float *restrict o, const float *restrict x, const float *restrict y,
+                              int64_t n, float a, float b, float c) {
+  for (int64_t i = 0; i < n; i++) o[i] = a * x[i] + c * y[i] + b;
+}
+
+/* x [N,C,...] as N*C planes of len values; plane i is channel i % C. */
+typedef struct chan_job {
+  const float *x, *y, *a, *b, *c, *mean;
+  float *o;
+  int64_t C, len;
+  double *p0, *p1; /* per plane partial results */
+} chan_job;
+
+static pn_status chan_setup(const pn_op_args *a, const pn_tensor *x, chan_job *j) {
+  PN_TRY(all_f32(a));
+  if (x->ndim < 2) return bad_shape(a, "needs an [N,C,...] input");
+  memset(j, 0, sizeof *j);
+  j->C = x->shape[1];
+  j->len = 1;
+  for (int d = 2; d < x->ndim; d++) j->len *= x->shape[d];
+  return PN_OK;
+}
+
+static int64_t plane_grain(const chan_job *j) { return max64(1, GRAIN / max64(1, j->len)); }
+
+/* Each plane's sum and sum of squares about its own mean: one read from
+ * memory, the second pass from cache. */
+static void stats_planes(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const chan_job *j = arg;
+  for (int64_t i = b; i < e; i++) {
+    const float *x = j->x + i * j->len;
+    double s = lane_sum(x, j->len);
+    j->p0[i] = s;
+    j->p1[i] = lane_sqdev(x, j->len, s / (double)j->len);
+  }
+}
+
+/* Chan et al.: M2 = sum over planes of (m2_p + len*(mean_p - mean)^2). */
+static void stats_combine(const chan_job *j, int64_t n) {
+  double count = (double)(n * j->len);
+  for (int64_t c = 0; c < j->C; c++) {
+    double s = 0.0, q = 0.0;
+    for (int64_t k = 0; k < n; k++) s += j->p0[k * j->C + c];
+    double mean = s / count;
+    for (int64_t k = 0; k < n; k++) {
+      double d = j->p0[k * j->C + c] / (double)j->len - mean;
+      q += j->p1[k * j->C + c] + (double)j->len * d * d;
+    }
+    j->o[c] = (float)mean;
+    j->o[j->C + c] = (float)(q / count);
+  }
 }
 
 pn_status pni_cpu_channel_stats(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  chan_job j;
+  const pn_tensor *x = a->in[0];
+  PN_TRY(chan_setup(a, x, &j));
+  if (pn_tensor_numel(a->out) != 2 * j.C) return bad_shape(a, "output must be [2,C]");
+  int64_t n = x->shape[0], planes = n * j.C;
+  j.x = pn_tensor_data(x);
+  j.o = pn_tensor_data(a->out);
+  if (planes == 0 || j.len == 0) { /* no values: 0/0, as the reference */
+    for (int64_t c = 0; c < 2 * j.C; c++) j.o[c] = NAN;
+    return PN_OK;
+  }
+  j.p0 = malloc(sizeof(double) * (size_t)(2 * planes));
+  if (!j.p0) return no_memory(a);
+  j.p1 = j.p0 + planes;
+  pni_cpu_parallel(dctx, planes, plane_grain(&j), stats_planes, &j);
+  stats_combine(&j, n);
+  free(j.p0);
+  return PN_OK;
 }
 
+static void affine_planes(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const chan_job *j = arg;
+  for (int64_t i = b; i < e; i++) {
+    int64_t c = i % j->C, off = i * j->len;
+    if (j->y)
+      affine2_plane(j->o + off, j->x + off, j->y + off, j->len, j->a[c], j->b[c], j->c[c]);
+    else
+      affine_plane(j->o + off, j->x + off, j->len, j->a[c], j->b[c]);
+  }
+}
+
+/* in: x, a, b (, y, c): out = a[c]*x + b[c] (+ c[c]*y). */
 pn_status pni_cpu_channel_affine(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  chan_job j;
+  const pn_tensor *x = a->in[0];
+  PN_TRY(chan_setup(a, x, &j));
+  if (a->n_in != 3 && a->n_in != 5) return bad_shape(a, "needs 3 or 5 inputs");
+  int64_t total = pn_tensor_numel(x);
+  for (int i = 1; i < a->n_in; i++) {
+    int64_t want = i == 3 ? total : j.C;
+    if (pn_tensor_numel(a->in[i]) != want) return bad_shape(a, "an input has the wrong size");
+  }
+  if (pn_tensor_numel(a->out) != total) return bad_shape(a, "output must be shaped like x");
+  j.x = pn_tensor_data(x);
+  j.a = pn_tensor_data(a->in[1]);
+  j.b = pn_tensor_data(a->in[2]);
+  if (a->n_in == 5) {
+    j.y = pn_tensor_data(a->in[3]);
+    j.c = pn_tensor_data(a->in[4]);
+  }
+  j.o = pn_tensor_data(a->out);
+  pni_cpu_parallel(dctx, x->shape[0] * j.C, plane_grain(&j), affine_planes, &j);
+  return PN_OK;
 }
 
+static void grad_stats_planes(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const chan_job *j = arg;
+  for (int64_t i = b; i < e; i++) {
+    int64_t off = i * j->len;
+    j->p0[i] = lane_sum(j->y + off, j->len);
+    j->p1[i] = lane_dot_dev(j->y + off, j->x + off, j->len, (double)j->mean[i % j->C]);
+  }
+}
+
+/* in: dy, x, mean -> [2,C]: sum(dy), sum(dy*(x - mean)) per channel. */
 pn_status pni_cpu_channel_grad_stats(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  chan_job j;
+  const pn_tensor *x = a->in[1];
+  PN_TRY(chan_setup(a, x, &j));
+  if (pn_tensor_numel(a->in[0]) != pn_tensor_numel(x))
+    return bad_shape(a, "dy must be shaped like x");
+  if (pn_tensor_numel(a->in[2]) != j.C) return bad_shape(a, "mean must have C elements");
+  if (pn_tensor_numel(a->out) != 2 * j.C) return bad_shape(a, "output must be [2,C]");
+  int64_t n = x->shape[0], planes = n * j.C;
+  j.y = pn_tensor_data(a->in[0]);
+  j.x = pn_tensor_data(x);
+  j.mean = pn_tensor_data(a->in[2]);
+  j.o = pn_tensor_data(a->out);
+  j.p0 = malloc(sizeof(double) * (size_t)max64(1, 2 * planes));
+  if (!j.p0) return no_memory(a);
+  j.p1 = j.p0 + planes;
+  pni_cpu_parallel(dctx, planes, plane_grain(&j), grad_stats_planes, &j);
+  for (int64_t c = 0; c < j.C; c++) {
+    double s = 0.0, sx = 0.0;
+    for (int64_t k = 0; k < n; k++) s += j.p0[k * j.C + c], sx += j.p1[k * j.C + c];
+    j.o[c] = (float)s;
+    j.o[j.C + c] = (float)sx;
+  }
+  free(j.p0);
+  return PN_OK;
+}
+
+/* ------------------------------------------------------------ concat */
+
+typedef struct concat_job {
+  const pn_op_args *a;
+  int64_t inner, row; /* row: output elements per outer index */
+  float *o;
+} concat_job;
+
+static void concat_rows(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const concat_job *j = arg;
+  int axis = j->a->p.axis;
+  for (int64_t r = b; r < e; r++) {
+    float *dst = j->o + r * j->row;
+    for (int i = 0; i < j->a->n_in; i++) {
+      int64_t chunk = j->a->in[i]->shape[axis] * j->inner;
+      const float *src = pn_tensor_data(j->a->in[i]);
+      memcpy(dst, src + r * chunk, sizeof(float) * (size_t)chunk);
+      dst += chunk;
+    }
+  }
 }
 
 pn_status pni_cpu_concat(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  PN_TRY(all_f32(a));
+  const pn_tensor *o = a->out;
+  int axis = a->p.axis;
+  if (a->n_in < 1 || axis < 0 || axis >= o->ndim) return bad_shape(a, "axis out of range");
+  int64_t outer = 1, along = 0;
+  concat_job j = {a, 1, 0, pn_tensor_data(a->out)};
+  for (int d = 0; d < axis; d++) outer *= o->shape[d];
+  for (int d = axis + 1; d < o->ndim; d++) j.inner *= o->shape[d];
+  for (int i = 0; i < a->n_in; i++) {
+    const pn_tensor *x = a->in[i];
+    if (x->ndim != o->ndim || pn_tensor_numel(x) != outer * j.inner * x->shape[axis])
+      return bad_shape(a, "inputs must match the output outside the axis");
+    along += x->shape[axis];
+  }
+  if (along != o->shape[axis]) return bad_shape(a, "input lengths do not add up to the output");
+  j.row = along * j.inner;
+  pni_cpu_parallel(dctx, outer, max64(1, 4 * GRAIN / max64(1, j.row)), concat_rows, &j);
+  return PN_OK;
 }
 
+/* ------------------------------------------------------------ axpby */
+
+typedef struct axpby_job {
+  float *y;
+  const float *x;
+  float alpha, beta;
+} axpby_job;
+
+HOT static void axpby_loop(float *restrict y, const float *restrict x, int64_t n, float alpha,
+                           float beta) {
+  for (int64_t i = 0; i < n; i++) y[i] = alpha * y[i] + beta * x[i];
+}
+
+static void axpby_range(void *arg, int64_t b, int64_t e, int worker) {
+  (void)worker;
+  const axpby_job *j = arg;
+  axpby_loop(j->y + b, j->x + b, e - b, j->alpha, j->beta);
+}
+
+/* In place: in[0] = alpha*in[0] + beta*in[1]. */
 pn_status pni_cpu_axpby(void *dctx, const pn_op_args *a) {
-  (void)dctx, (void)a;
-  return PN_ERR_UNSUPPORTED;
+  PN_TRY(all_f32(a));
+  if (a->n_in != 2 || !(a->written & 1u)) return bad_shape(a, "needs 2 inputs, the first written");
+  int64_t n = pn_tensor_numel(a->in[0]);
+  if (pn_tensor_numel(a->in[1]) != n) return bad_shape(a, "inputs differ in size");
+  axpby_job j = {pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), (float)a->p.alpha,
+                 (float)a->p.beta};
+  pni_cpu_parallel(dctx, n, GRAIN, axpby_range, &j);
+  return PN_OK;
 }
-

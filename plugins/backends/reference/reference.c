@@ -201,6 +201,12 @@ static double unary_value(int kind, double x, double alpha, double beta) {
   case PN_UNARY_SIGMOID: return 1.0 / (1.0 + exp(-x));
   case PN_UNARY_TANH: return tanh(x);
   case PN_UNARY_AFFINE: return alpha * x + beta;
+  /* Bounds in f32, as PyTorch converts them to the tensor's dtype. */
+  case PN_UNARY_CLAMP: { /* min(max(x, lo), hi): NaN stays NaN, hi wins when lo > hi */
+    double t = x < (float)alpha ? (float)alpha : x;
+    return t > (float)beta ? (float)beta : t;
+  }
+  case PN_UNARY_INSIDE: return x > (float)alpha && x < (float)beta ? 1.0 : 0.0;
   default: return NAN;
   }
 }

@@ -1,0 +1,65 @@
+#!/bin/sh
+# Model files and `plugnet summary`: the zoo's parameter totals equal
+# torchvision's (the numbers torchvision prints for 1000 classes), blocks,
+# repeats, args, includes and outputs expand as documented, and a broken
+# model file gets a one-line error naming the file, line and column.
+set -u
+top=${PN_TOP_BUILDDIR:-.}
+src=${PN_TOP_SRCDIR:-.}
+cli="$top/core/cli/plugnet"
+fx="$src/tests/fixtures/models"
+out=$(mktemp) err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; failures=$((failures + 1)); }
+
+# expect STATUS PATTERN -- ARGS...
+expect() {
+  want=$1 pattern=$2
+  shift 3
+  "$cli" "$@" >"$out" 2>"$err"
+  got=$?
+  [ "$got" -eq "$want" ] || { fail "plugnet $* exited $got, wanted $want"; return; }
+  cat "$out" "$err" | grep -q -- "$pattern" || fail "plugnet $*: no '$pattern' in output"
+}
+
+# torchvision's totals (sum of p.numel() for p in model.parameters()).
+expect 0 "Total params: 11,689,512" -- summary resnet18
+expect 0 "Total params: 21,797,672" -- summary resnet34
+expect 0 "Total params: 25,557,032" -- summary resnet50
+expect 0 "Total params: 44,549,160" -- summary resnet101
+expect 0 "Total params: 3,504,872" -- summary mobilenet_v2
+# torchvision's state_dict names.
+expect 0 "^layer1.0.downsample.0 (conv2d)" -- summary resnet50
+expect 0 "^layer4.2.bn3 (batch_norm)" -- summary resnet50
+expect 0 "^features.17.conv.2 (conv2d)" -- summary mobilenet_v2
+expect 0 "^classifier.1 (linear)" -- summary mobilenet_v2
+# Args and input from the command line.
+expect 0 "^fc (linear) *\[-1, 10\] *5,130" -- summary resnet18 --set num_classes=10
+expect 0 "^avgpool.*\[-1, 512, 1, 1\]" -- summary resnet18 --input 3x64x64
+expect 1 "no argument\|not one of the model's args" -- summary resnet18 --set num_clases=10
+expect 2 "3x224x224" -- summary resnet18 --input 3xx
+
+# The fixture: 12 -> stem 12 -> two residual copies -> wide (6, then 4) ->
+# concat(stem, wide) = 16 -> head 3.
+expect 0 "^body.1.add (add) *\[-1, 12\]" -- summary "$fx/tiny.yaml"
+expect 0 "^wide.0.fc (linear) *\[-1, 6\] *78" -- summary "$fx/tiny.yaml"
+expect 0 "^wide.1.fc (linear) *\[-1, 4\] *28" -- summary "$fx/tiny.yaml"
+expect 0 "^both (concat) *\[-1, 16\]" -- summary "$fx/tiny.yaml"
+expect 0 "Outputs: head, body.1.add" -- summary "$fx/tiny.yaml"
+# 156 + 2*156 + 78 + 28 + 51
+expect 0 "Total params: 625" -- summary "$fx/tiny.yaml"
+expect 0 "^body.2.add" -- summary "$fx/tiny.yaml" --set depth=3
+
+# Errors: one line, file:line:col where there is one.
+expect 1 "cycle_.\.yaml.*more than 8 levels" -- summary "$fx/cycle_a.yaml"
+expect 1 "bad_input.yaml:4:.*'later' is not an earlier node" -- summary "$fx/bad_input.yaml"
+expect 1 "bad_arg.yaml:3:.*unknown argument '\$missing'" -- summary "$fx/bad_arg.yaml"
+expect 1 "bad_block_arg.yaml:4:.*no argument 'widht'" -- summary "$fx/bad_block_arg.yaml"
+expect 1 "no model file 'nosuchmodel'" -- summary nosuchmodel
+"$cli" summary "$fx/bad_input.yaml" >"$out" 2>"$err"
+[ "$(wc -l <"$err")" -eq 1 ] || fail "a model file error is not one line"
+
+[ "$failures" -eq 0 ] && echo "all model checks passed"
+exit "$failures"
