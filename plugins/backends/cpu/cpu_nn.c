@@ -6,6 +6,7 @@
  * across planes in double (Chan's formula for the variance), so the result
  * matches the reference's double two-pass sums. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,35 +175,61 @@ static void pool_planes(void *arg, int64_t b, int64_t e, int worker) {
   free(scratch);
 }
 
-/* Where the window's maximum is: the first one, or the last NaN, exactly
- * as PyTorch's scan (replace when greater or NaN). */
-static int64_t window_argmax(const float *x, int64_t W, int64_t h0, int64_t h1, int64_t w0,
-                             int64_t w1) {
-  int64_t best = -1;
-  float m = -INFINITY;
-  for (int64_t h = h0; h < h1; h++)
-    for (int64_t w = w0; w < w1; w++) {
-      float v = x[h * W + w];
-      if (best < 0 || v > m || v != v) best = h * W + w, m = v;
-    }
-  return best;
+HOT static void argmax_strided(float *restrict m, int32_t *restrict best,
+                               const float *restrict src, int64_t n, int64_t s, int32_t at) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = src[i * s];
+    int take = (v > m[i]) | (v != v);
+    m[i] = take ? v : m[i];
+    best[i] = take ? at + (int32_t)(i * s) : best[i];
+  }
 }
 
-static void pool_grad_plane(const pool_job *j, const float *x, const float *dy, float *dx) {
+/* Where each window of output row oh has its maximum: the first one, or
+ * the last NaN, exactly as PyTorch's scan (replace when greater or NaN;
+ * an all -inf window gives its first element). Interior windows are
+ * scanned a window element at a time across the row, as the forward does,
+ * so the compares vectorise instead of forming one long chain. */
+static void row_argmax(const pool_job *j, const float *x, int64_t oh, int32_t *best, float *m) {
+  const axis_plan *p = &j->pw;
+  for (int64_t ow = 0; ow < j->OW; ow++) {
+    m[ow] = -INFINITY;
+    best[ow] = (int32_t)(j->ph.b[oh] * j->W + p->b[ow]);
+  }
+  for (int64_t h = j->ph.b[oh]; h < j->ph.e[oh]; h++) {
+    const float *row = x + h * j->W;
+    for (int kw = 0; kw < p->k && p->hi > p->lo; kw++) {
+      int64_t w = p->lo * p->s - p->pad + kw;
+      argmax_strided(m + p->lo, best + p->lo, row + w, p->hi - p->lo, p->s,
+                     (int32_t)(h * j->W + w));
+    }
+    for (int64_t ow = 0; ow < j->OW; ow++) {
+      if (ow == p->lo) ow = p->hi;
+      if (ow >= j->OW) break;
+      for (int64_t w = p->b[ow]; w < p->e[ow]; w++) {
+        float v = row[w];
+        if (v > m[ow] || v != v) m[ow] = v, best[ow] = (int32_t)(h * j->W + w);
+      }
+    }
+  }
+}
+
+static void pool_grad_plane(const pool_job *j, const float *x, const float *dy, float *dx,
+                            int32_t *best, float *m) {
   memset(dx, 0, sizeof *dx * (size_t)(j->H * j->W));
-  int mx = is_max(j->kind);
   for (int64_t oh = 0; oh < j->OH; oh++) {
+    const float *g = dy + oh * j->OW;
+    if (is_max(j->kind)) {
+      row_argmax(j, x, oh, best, m);
+      for (int64_t ow = 0; ow < j->OW; ow++)
+        if (j->pw.e[ow] > j->pw.b[ow] && j->ph.e[oh] > j->ph.b[oh]) dx[best[ow]] += g[ow];
+      continue;
+    }
     int64_t h0 = j->ph.b[oh], h1 = j->ph.e[oh];
     for (int64_t ow = 0; ow < j->OW; ow++) {
       int64_t w0 = j->pw.b[ow], w1 = j->pw.e[ow];
-      float g = dy[oh * j->OW + ow];
-      if (mx) {
-        int64_t i = window_argmax(x, j->W, h0, h1, w0, w1);
-        if (i >= 0) dx[i] += g;
-        continue;
-      }
       double div = (double)(j->ph.d[oh] * j->pw.d[ow]);
-      float share = div > 0 ? (float)(g / div) : 0.0f;
+      float share = div > 0 ? (float)(g[ow] / div) : 0.0f;
       for (int64_t h = h0; h < h1; h++)
         for (int64_t w = w0; w < w1; w++) dx[h * j->W + w] += share;
     }
@@ -211,10 +238,15 @@ static void pool_grad_plane(const pool_job *j, const float *x, const float *dy, 
 
 static void pool_grad_planes(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
-  const pool_job *j = arg;
-  for (int64_t pl = b; pl < e; pl++)
+  pool_job *j = arg;
+  int32_t *best = malloc(sizeof *best * (size_t)j->OW);
+  float *m = malloc(sizeof *m * (size_t)j->OW);
+  if (!best || !m) j->nomem = 1;
+  for (int64_t pl = b; pl < e && best && m; pl++)
     pool_grad_plane(j, j->x + pl * j->H * j->W, j->dy + pl * j->OH * j->OW,
-                    j->dx + pl * j->H * j->W);
+                    j->dx + pl * j->H * j->W, best, m);
+  free(best);
+  free(m);
 }
 
 static pn_status pool_setup(const pn_op_args *a, const pn_tensor *x, const pn_tensor *y,
@@ -259,6 +291,8 @@ pn_status pni_cpu_pool2d_grad(void *dctx, const pn_op_args *a) {
   pool_job j;
   if (pn_tensor_numel(a->out) != pn_tensor_numel(a->in[1]))
     return bad_shape(a, "dx must be shaped like x");
+  if (a->in[1]->ndim == 4 && a->in[1]->shape[2] * a->in[1]->shape[3] > INT32_MAX)
+    return PN_ERR_UNSUPPORTED; /* window indices are 32-bit; the reference has none */
   PN_TRY(pool_setup(a, a->in[1], a->in[0], &j));
   j.dy = pn_tensor_data(a->in[0]);
   j.x = pn_tensor_data(a->in[1]);
@@ -266,7 +300,7 @@ pn_status pni_cpu_pool2d_grad(void *dctx, const pn_op_args *a) {
   int64_t planes = a->in[1]->shape[0] * a->in[1]->shape[1];
   pni_cpu_parallel(dctx, planes, max64(1, GRAIN / max64(1, j.H * j.W)), pool_grad_planes, &j);
   pool_free(&j);
-  return PN_OK;
+  return j.nomem ? no_memory(a) : PN_OK;
 }
 
 /* ------------------------------------------------------------ channel ops */
