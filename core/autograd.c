@@ -70,14 +70,28 @@ void pn_tensor_zero_grad(pn_tensor *t) {
 
 static int needs_grad(const pn_tensor *t) { return t->requires_grad || t->node != NULL; }
 
-static void node_free(pn_node *n) {
+/* Drops what the node holds; the node itself stays on the tape. */
+static void node_release(pn_node *n) {
   if (n->out) {
     n->out->node = NULL;
     if (n->keep_out) pn_tensor_unref(n->out);
+    n->out = NULL;
   }
-  for (int i = 0; i < n->n_in; i++) pn_tensor_unref(n->in[i]);
-  for (int i = 0; i < n->n_saved; i++) pn_tensor_unref(n->saved[i]);
+  for (int i = 0; i < n->n_in; i++) {
+    pn_tensor_unref(n->in[i]);
+    n->in[i] = NULL;
+  }
+  for (int i = 0; i < n->n_saved; i++) {
+    pn_tensor_unref(n->saved[i]);
+    n->saved[i] = NULL;
+  }
+  n->n_in = n->n_saved = 0;
   pn_tensor_unref(n->grad);
+  n->grad = NULL;
+}
+
+static void node_free(pn_node *n) {
+  node_release(n);
   free(n->params);
   free(n);
 }
@@ -265,9 +279,13 @@ pn_status pn_backward(pn_tensor *out, pn_tensor *gout) {
   pn_tensor *seed = gout ? pn_tensor_ref(gout) : pn_ones_like(out);
   pn_status s = seed ? accumulate(&p, out, seed) : PN_ERR_NOMEM;
   pn_tensor_unref(seed);
+  /* A node's activations go as soon as its backward has run, as PyTorch
+   * frees saved tensors: the gradients then grow into memory the forward's
+   * activations give back, instead of on top of all of them. */
   for (int i = the_tape.n - 1; i >= 0 && s == PN_OK; i--) {
     pn_node *n = the_tape.nodes[i];
     if (n->grad) s = run_node(&p, n);
+    node_release(n);
   }
   pn_status fs = finish_leaves(&p);
   in_backward = 0;
