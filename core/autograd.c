@@ -13,7 +13,9 @@
 
 struct pn_node {
   const char *name;
-  pn_tensor *in[PN_OP_MAX_INPUTS];
+  pn_tensor *in[PN_OP_MAX_INPUTS]; /* NULL for a dropped (weak) input */
+  pn_node *src[PN_OP_MAX_INPUTS];  /* a weak input's producer */
+  pn_shape in_shape[PN_OP_MAX_INPUTS];
   int needs_grad[PN_OP_MAX_INPUTS];
   int n_in;
   pn_tensor *out; /* owned when keep_out, else cleared if the tensor dies */
@@ -142,6 +144,7 @@ pn_status pn_autograd_record(const char *name, pn_tensor *const *in, int n_in, p
   for (int i = 0; i < n_in; i++) {
     n->in[i] = pn_tensor_ref(in[i]);
     n->needs_grad[i] = needs_grad(in[i]);
+    n->in_shape[i] = pn_tensor_shape(in[i]);
   }
   n->n_saved = n_saved;
   for (int i = 0; i < n_saved; i++) n->saved[i] = pn_tensor_ref(saved[i]);
@@ -156,6 +159,16 @@ pn_status pn_autograd_record(const char *name, pn_tensor *const *in, int n_in, p
   }
   out->node = n;
   return PN_OK;
+}
+
+void pni_autograd_drop_inputs(pn_tensor *out, uint32_t mask) {
+  pn_node *n = out ? out->node : NULL;
+  for (int i = 0; n && i < n->n_in; i++) {
+    if (!(mask >> i & 1) || !n->in[i] || !n->in[i]->node) continue; /* leaves stay */
+    n->src[i] = n->in[i]->node;
+    pn_tensor_unref(n->in[i]);
+    n->in[i] = NULL;
+  }
 }
 
 void pni_autograd_tensor_freed(pn_tensor *t) {
@@ -217,6 +230,21 @@ static pn_tensor *apply_hooks(pn_tensor *t, pn_tensor *g) {
   return g;
 }
 
+/* Input i's gradient goes to its producer, or to the leaf itself. */
+static pn_status accumulate_input(pass *p, pn_node *n, int i, pn_tensor *g) {
+  char a[96], b[96];
+  pn_shape sg = pn_tensor_shape(g);
+  if (!pn_shape_equal(&n->in_shape[i], &sg))
+    return pn_error(PN_ERR_INTERNAL, "autograd: gradient of shape %s for a tensor of shape %s",
+                    pn_shape_str(&sg, a, sizeof a), pn_shape_str(&n->in_shape[i], b, sizeof b));
+  pn_node *src = n->in[i] ? n->in[i]->node : n->src[i];
+  if (src) {
+    src->grad = sum_into(src->grad, g);
+    return src->grad ? PN_OK : PN_ERR_INTERNAL;
+  }
+  return n->in[i]->requires_grad ? add_leaf_grad(p, n->in[i], g) : PN_OK;
+}
+
 static pn_status accumulate(pass *p, pn_tensor *t, pn_tensor *g) {
   char a[96], b[96];
   pn_shape st = pn_tensor_shape(t), sg = pn_tensor_shape(g);
@@ -233,11 +261,12 @@ static pn_status accumulate(pass *p, pn_tensor *t, pn_tensor *g) {
 static pn_status run_node(pass *p, pn_node *n) {
   pn_tensor *gin[PN_OP_MAX_INPUTS] = {0};
   pn_tensor *g = apply_hooks(n->out, pn_tensor_ref(n->grad));
-  pn_backward_ctx c = {n->in, n->n_in, n->out, n->saved, n->n_saved, n->needs_grad, n->params};
+  pn_backward_ctx c = {n->in,         n->n_in,       n->out,     n->saved,
+                       n->n_saved,    n->needs_grad, n->params,  n->in_shape};
   pn_status s = n->backward(&c, g, gin);
   if (s != PN_OK) pn_error_prefix(s, "backward of '%s': ", n->name);
   for (int i = 0; i < n->n_in; i++) {
-    if (s == PN_OK && gin[i]) s = accumulate(p, n->in[i], gin[i]);
+    if (s == PN_OK && gin[i]) s = accumulate_input(p, n, i, gin[i]);
     pn_tensor_unref(gin[i]);
   }
   pn_tensor_unref(g);

@@ -23,6 +23,11 @@ void pni_ops_init(void);
 void pni_autograd_tensor_freed(pn_tensor *t);
 /* autograd.c: runs forward hooks after an op. */
 void pni_autograd_forward_hooks(const char *op, pn_tensor *const *in, int n_in, pn_tensor *out);
+/* autograd.c: out's node stops holding the inputs in `mask` (bit i = input
+ * i), keeping only where their gradients go: for ops whose backward needs
+ * no input values (add, or relu computed from its output), so activations
+ * are not kept twice. Leaves are always kept. */
+void pni_autograd_drop_inputs(pn_tensor *out, uint32_t mask);
 /* tensor.c: a new contiguous tensor shaped like s on dev, without autograd state. */
 pn_tensor *pni_tensor_alloc(pn_device *dev, pn_dtype dt, const pn_shape *s);
 

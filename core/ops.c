@@ -234,6 +234,7 @@ pn_tensor *pn_rand_bernoulli(pn_device *dev, int ndim, const int64_t *shape, dou
 /* ------------------------------------------------------------ unary */
 
 static pn_tensor *grad_off_unary(pn_unary_kind k, pn_tensor *x, double alpha, double beta);
+static pn_tensor *binary_raw(pn_binary_kind k, pn_tensor *a, pn_tensor *b);
 
 static pn_status unary_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tensor **gin) {
   const pn_op_params *p = c->params;
@@ -252,7 +253,9 @@ static pn_status unary_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tenso
     t = mul_owned(g, grad_off_unary(PN_UNARY_SQUARE, y, 0, 0));
     r = own2(pn_neg(t), t, NULL);
     break;
-  case PN_UNARY_RELU: r = mul_owned(g, pn_unary(PN_UNARY_STEP, x)); break;
+  case PN_UNARY_RELU: /* y > 0 iff x > 0; one fused pass, no step-mask temporary */
+    r = binary_raw(PN_BINARY_RELU_GRAD, g, y);
+    break;
   case PN_UNARY_SIGMOID: /* g * y * (1 - y) */
     t = mul_owned(y, pn_affine(y, -1.0, 1.0));
     r = mul_owned(g, t);
@@ -284,11 +287,15 @@ static pn_tensor *unary_op(pn_unary_kind k, pn_tensor *x, double alpha, double b
   }
   pn_tensor *out = grad_off_unary(k, x, alpha, beta);
   int keep = k == PN_UNARY_EXP || k == PN_UNARY_SQRT || k == PN_UNARY_RECIP ||
-             k == PN_UNARY_SIGMOID || k == PN_UNARY_TANH;
+             k == PN_UNARY_SIGMOID || k == PN_UNARY_TANH || k == PN_UNARY_RELU;
   pn_op_params p = params_kind(k);
   p.alpha = alpha;
   p.beta = beta;
-  return pni_record("unary", &x, 1, out, unary_backward, NULL, 0, &p, keep);
+  out = pni_record("unary", &x, 1, out, unary_backward, NULL, 0, &p, keep);
+  /* relu's gradient reads its output, which the next layer keeps anyway:
+   * its input (a batch-norm's output) need not be kept too */
+  if (k == PN_UNARY_RELU) pni_autograd_drop_inputs(out, 1);
+  return out;
 }
 
 pn_tensor *pn_unary(pn_unary_kind k, pn_tensor *x) { return unary_op(k, x, 0.0, 0.0); }
@@ -357,6 +364,8 @@ static pn_tensor *binary_grad_for(int which, pn_binary_kind k, pn_tensor *a, pn_
     r = own2(pn_div(t, b), t, NULL);
     t = own2(pn_mul(g, r), r, NULL);
     return own2(pn_neg(t), t, NULL);
+  case PN_BINARY_RELU_GRAD: /* linear in a through the same mask; flat in b */
+    return which == 0 ? binary_raw(PN_BINARY_RELU_GRAD, g, b) : pn_zeros_like(g);
   case PN_BINARY_MAX:
   case PN_BINARY_MIN: {
     pn_tensor *x = which == 0 ? a : b, *y = which == 0 ? b : a;
@@ -373,8 +382,7 @@ static pn_status binary_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tens
   for (int i = 0; i < 2; i++) {
     if (!c->needs_grad[i]) continue;
     pn_tensor *full = binary_grad_for(i, (pn_binary_kind)p->kind, c->in[0], c->in[1], g);
-    pn_shape s = pn_tensor_shape(c->in[i]);
-    gin[i] = full ? pn_sum_to(full, &s) : NULL;
+    gin[i] = full ? pn_sum_to(full, &c->in_shape[i]) : NULL;
     pn_tensor_unref(full);
     if (!gin[i]) return PN_ERR_INTERNAL;
   }
@@ -391,7 +399,10 @@ pn_tensor *pn_binary(pn_binary_kind k, pn_tensor *a, pn_tensor *b) {
   pn_tensor *out = binary_raw(k, a, b);
   if (k == PN_BINARY_EQ || k == PN_BINARY_GT) return out; /* piecewise constant */
   pn_op_params p = params_kind(k);
-  return pni_record("binary", in, 2, out, binary_backward, NULL, 0, &p, 0);
+  out = pni_record("binary", in, 2, out, binary_backward, NULL, 0, &p, 0);
+  /* a sum's gradient needs only the shapes (residual branches stay unkept) */
+  if (k == PN_BINARY_ADD || k == PN_BINARY_SUB) pni_autograd_drop_inputs(out, 3);
+  return out;
 }
 
 pn_tensor *pn_add(pn_tensor *a, pn_tensor *b) { return pn_binary(PN_BINARY_ADD, a, b); }

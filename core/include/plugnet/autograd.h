@@ -38,7 +38,8 @@ typedef struct pn_backward_ctx {
   pn_tensor *const *saved;
   int n_saved;
   const int *needs_grad;
-  const void *params; /* copy of the op's parameters */
+  const void *params;       /* copy of the op's parameters */
+  const pn_shape *in_shape; /* each input's shape (in[i] may be gone: see ops.c) */
 } pn_backward_ctx;
 typedef pn_status (*pn_backward_fn)(const pn_backward_ctx *c, pn_tensor *gout, pn_tensor **gin);
 
