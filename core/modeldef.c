@@ -27,7 +27,8 @@ typedef struct src {
 typedef struct named {
   const char *name;
   const pni_ynode *node;
-  int src; /* index into ctx.srcs */
+  int src;  /* index into ctx.srcs */
+  int used; /* args: some `$name` read it */
 } named;
 
 typedef struct list {
@@ -46,6 +47,7 @@ typedef struct ctx {
   list args, blocks, layers; /* layers: one entry per `layers:` list */
   const pni_ynode *outputs;
   int outputs_src;
+  list fresh; /* args first declared beside an included model's layers */
   pni_mdef *out;
 } ctx;
 
@@ -64,7 +66,7 @@ static pn_status list_put(list *l, const char *name, const pni_ynode *node, int 
     l->v = v;
     l->cap = cap;
   }
-  l->v[l->n++] = (named){name, node, srci};
+  l->v[l->n++] = (named){name, node, srci, 0};
   return PN_OK;
 }
 
@@ -176,20 +178,31 @@ static pn_status gather_input(const pni_ydoc *doc, const pni_ynode *in, pn_shape
   return PN_OK;
 }
 
-/* Args given to an included model (not a library of blocks) must be ones
- * it declares: a misspelt one would otherwise be ignored. */
-static pn_status check_known_args(ctx *c, const pni_ydoc *doc, const pni_ynode *args) {
-  if (!args || args->kind != PNI_YMAP) return PN_OK;
-  for (int i = 0; i < args->n; i++) {
+/* Args given beside an included model (not a library of blocks) are meant
+ * for it, unless this file's own layers read them: noted here, checked once
+ * everything is expanded, so that a misspelt one is an error rather than
+ * silently ignored. */
+static pn_status note_fresh_args(ctx *c, const pni_ynode *args, int srci) {
+  for (int i = 0; args && args->kind == PNI_YMAP && i < args->n; i++) {
     const pni_ynode *k = pni_ymap_key(args, i);
-    if (list_get(&c->args, k->text)) continue;
+    if (!list_get(&c->args, k->text)) PN_TRY(list_put(&c->fresh, k->text, k, srci, 0));
+  }
+  return PN_OK;
+}
+
+static pn_status check_fresh_args(ctx *c) {
+  for (int i = 0; i < c->fresh.n; i++) {
+    const named *f = &c->fresh.v[i], *a = list_get(&c->args, f->name);
+    if (a && a->used) continue;
     const char **names = calloc((size_t)c->args.n + 1, sizeof *names);
     if (!names) return nomem();
-    for (int j = 0; j < c->args.n; j++) names[j] = c->args.v[j].name;
-    const char *near = pn_suggest(k->text, names, c->args.n);
-    pn_status s = pni_yerror(doc, k, PN_ERR_INVALID, "args: the model has no argument '%s'%s%s%s",
-                             k->text, near ? " (did you mean '" : "", near ? near : "",
-                             near ? "'?)" : "");
+    int n = 0;
+    for (int j = 0; j < c->args.n; j++)
+      if (!list_get(&c->fresh, c->args.v[j].name)) names[n++] = c->args.v[j].name;
+    const char *near = pn_suggest(f->name, names, n);
+    pn_status s = pni_yerror(c->srcs[f->src].doc, f->node, PN_ERR_INVALID,
+                             "args: the model has no argument '%s'%s%s%s", f->name,
+                             near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
     free(names);
     return s;
   }
@@ -209,7 +222,7 @@ static pn_status gather(ctx *c, const pni_ydoc *doc, const pni_ynode *m, const c
     PN_TRY(include_one(c, doc, inc, dir, depth));
   int srci = add_src(c, doc, dir);
   if (srci < 0) return nomem();
-  if (c->layers.n) PN_TRY(check_known_args(c, doc, pni_ymap_get(m, "args")));
+  if (c->layers.n) PN_TRY(note_fresh_args(c, pni_ymap_get(m, "args"), srci));
   PN_TRY(gather_map(doc, m, "args", srci, &c->args));
   PN_TRY(gather_map(doc, m, "blocks", srci, &c->blocks));
   const pni_ynode *in = pni_ymap_get(m, "input"), *layers = pni_ymap_get(m, "layers");
@@ -279,6 +292,9 @@ static const pni_ynode *subst(void *user, const pni_ynode *v) {
   const subst_ctx *sc = user;
   if (v->kind != PNI_YSCALAR || v->text[0] != '$') return v;
   const named *a = list_get(&sc->s->args, v->text + 1);
+  if (a && !sc->s->prefix)
+    for (int i = 0; i < sc->c->args.n; i++)
+      if (strcmp(sc->c->args.v[i].name, a->name) == 0) sc->c->args.v[i].used = 1;
   if (a) return a->node;
   pni_yerror(sc->c->srcs[sc->s->src].doc, v, PN_ERR_NOT_FOUND, "unknown argument '%s'", v->text);
   return NULL;
@@ -513,6 +529,7 @@ static pn_status expand_all(ctx *c) {
   if (st == PN_OK && !c->out->n_nodes)
     st = pn_error(PN_ERR_INVALID, "%s: the model has no layers", c->srcs[0].doc->file);
   if (st == PN_OK) st = expand_outputs(c, &top);
+  if (st == PN_OK) st = check_fresh_args(c);
   scope_free(&top);
   free(top.last);
   return st;
@@ -525,7 +542,7 @@ static void ctx_free(ctx *c) {
   free(c->owned);
   for (int i = 0; i < c->n_made; i++) pni_ynode_free(c->made[i]);
   free(c->made);
-  free(c->args.v), free(c->blocks.v), free(c->layers.v);
+  free(c->args.v), free(c->blocks.v), free(c->layers.v), free(c->fresh.v);
 }
 
 pn_status pni_mdef_expand(const pni_ydoc *doc, const pni_ynode *model, const char *dir,

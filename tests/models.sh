@@ -52,6 +52,12 @@ expect 0 "Outputs: head, body.1.add" -- summary "$fx/tiny.yaml"
 expect 0 "Total params: 625" -- summary "$fx/tiny.yaml"
 expect 0 "^body.2.add" -- summary "$fx/tiny.yaml" --set depth=3
 
+# An including file may declare args for its own layers, and override the
+# included model's (classes=7 feeds head's 16*7+7), but a misspelt one fails.
+expect 0 "^head2 (linear) *\[-1, 4\] *32" -- summary "$fx/with_head.yaml"
+expect 0 "^head (linear) *\[-1, 7\] *119" -- summary "$fx/with_head.yaml"
+expect 1 "bad_fresh.yaml:2:.*no argument 'clases' (did you mean 'classes'?)" -- summary "$fx/bad_fresh.yaml"
+
 # Errors: one line, file:line:col where there is one.
 expect 1 "cycle_.\.yaml.*more than 8 levels" -- summary "$fx/cycle_a.yaml"
 expect 1 "bad_input.yaml:4:.*'later' is not an earlier node" -- summary "$fx/bad_input.yaml"
