@@ -35,6 +35,30 @@ expect 0 "^layer1.0.downsample.0 (conv2d)" -- summary resnet50
 expect 0 "^layer4.2.bn3 (batch_norm)" -- summary resnet50
 expect 0 "^features.17.conv.2 (conv2d)" -- summary mobilenet_v2
 expect 0 "^classifier.1 (linear)" -- summary mobilenet_v2
+# The bodies end at layer4 / features.18 (the backbone's maps), and the
+# classifiers that include them keep torchvision's totals above.
+expect 0 "Outputs: layer4.1.relu2$" -- summary resnet18_body
+expect 0 "Total params: 23,508,032" -- summary resnet50_body
+expect 0 "^layer4.2.relu3 (relu) *\[-1, 2048, 28, 28\]" -- summary resnet50_body --set stride3=1 --set dilation3=2 --set stride4=1 --set dilation4=4
+expect 0 "Outputs: features.18.2$" -- summary mobilenet_v2_body
+# fastai's cnn_learner(resnet34, bn_final=True) for 37 classes (seed 000).
+# 21,831,599 is what the seed's learn.summary() prints, and what PyTorch
+# counts for torchvision.models.resnet34() without avgpool and fc followed by
+# Sequential(AdaptiveConcatPool2d, Flatten, BatchNorm1d(1024), Dropout,
+# Linear(1024, 512), ReLU, BatchNorm1d(512), Dropout, Linear(512, 37),
+# BatchNorm1d(37)): sum(p.numel() for p in model.parameters()). Without the
+# linears' biases (fastai 2.x) torch counts 21,831,050.
+expect 0 "Total params: 21,831,599" -- summary resnet34_fastai
+expect 0 "Total params: 21,831,050" -- summary resnet34_fastai --set head_bias=false
+# The head's batch-norms run on [C] samples (BatchNorm1d), under fastai's
+# indices.
+expect 0 "^head.0 (adaptive_concat_pool2d) *\[-1, 1024, 1, 1\]" -- summary resnet34_fastai
+expect 0 "^head.2 (batch_norm) *\[-1, 1024\] *2,048" -- summary resnet34_fastai
+expect 0 "^head.6 (batch_norm) *\[-1, 512\] *1,024" -- summary resnet34_fastai
+expect 0 "^head.8 (linear) *\[-1, 37\] *18,981" -- summary resnet34_fastai
+expect 0 "^head.9 (batch_norm) *\[-1, 37\] *74" -- summary resnet34_fastai
+expect 0 "^head.9 (batch_norm) *\[-1, 10\] *20" -- summary resnet34_fastai --set n_out=10 --input 3x352x352
+expect 1 "not one of the model's args" -- summary resnet34_fastai --set num_classes=10
 # Args and input from the command line.
 expect 0 "^fc (linear) *\[-1, 10\] *5,130" -- summary resnet18 --set num_classes=10
 expect 0 "^avgpool.*\[-1, 512, 1, 1\]" -- summary resnet18 --input 3x64x64

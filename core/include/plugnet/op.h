@@ -72,6 +72,7 @@ typedef enum pn_binary_kind {
   PN_BINARY_MIN,
   PN_BINARY_EQ, /* 1 where equal, else 0 */
   PN_BINARY_GT, /* 1 where a > b, else 0 */
+  PN_BINARY_RELU_GRAD, /* a where b > 0, else 0: ReLU's backward (dy, x) in one pass */
   PN_BINARY_COUNT
 } pn_binary_kind;
 

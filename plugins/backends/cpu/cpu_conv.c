@@ -36,7 +36,10 @@ typedef struct conv_dims {
   /* Column blocking: a block is `nb` whole samples, or (nb == 1) a run of
    * at most `bw` columns of one sample. */
   int64_t nb, bps, bw, groups_of_samples;
+  int rows512; /* im2col rows by AVX-512 masked moves (stride 1 along x) */
 } conv_dims;
+
+static int has_avx512(void);
 
 /* ------------------------------------------------------------ geometry */
 
@@ -63,6 +66,7 @@ static pn_status read_dims(const pn_op_args *a, const pn_tensor *x, const pn_ten
       y->shape[1] != d->o || !bias_ok || d->sy < 1 || d->sx < 1)
     return pn_error(PN_ERR_SHAPE, "cpu: %s: shapes do not fit", pn_op_name(a->op));
   d->cg = d->c / d->g, d->og = d->o / d->g, d->k = d->cg * d->kh * d->kw;
+  d->rows512 = d->sx == 1 && has_avx512();
   if (d->k > INT_MAX || d->og > INT_MAX || d->p > INT_MAX)
     return pn_error(PN_ERR_UNSUPPORTED, "cpu: %s: a dimension exceeds OpenBLAS's int",
                     pn_op_name(a->op));
@@ -172,10 +176,79 @@ static void patch_row(const conv_dims *d, float *plane, float *row, int64_t p0, 
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_LOWER512 1
+#define AVX512 __attribute__((target("avx512f")))
+
+static __mmask16 low_lanes(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* src + off as an address only: lanes outside the row are masked off and
+ * never read, but the pointer to them may lie outside the plane. */
+static float *shifted(float *src, int64_t off) {
+  return (float *)((uintptr_t)src + (uintptr_t)(off * (int64_t)sizeof(float)));
+}
+
+/* patch_row for stride 1 along x: an output row segment [ox0, ox1) reads
+ * input row iy at ox + offx. Rows are short (7 to 56 columns in these
+ * networks), so libc's memcpy and memset per piece cost more than the
+ * copy; here each 16 columns are one masked load (zeros where the window
+ * hangs over the border) and one masked store. */
+AVX512 static void patch_row_s1(const conv_dims *d, float *plane, float *row, int64_t p0,
+                                int64_t p1, int64_t ky, int64_t offx, int64_t lo, int64_t hi,
+                                int add) {
+  int64_t oy = p0 / d->ow, ox0 = p0 % d->ow;
+  float *r = row - ox0; /* r[ox] is column ox of output row oy */
+  for (int64_t p = p0; p < p1; oy++, r += d->ow) {
+    int64_t ox1 = (p1 - p) < (d->ow - ox0) ? ox0 + (p1 - p) : d->ow;
+    int64_t iy = oy * d->sy - d->py + ky * d->dy;
+    int inside = iy >= 0 && iy < d->h;
+    float *src = shifted(plane, iy * d->w + offx); /* src[ox] feeds column ox */
+    for (int64_t c = ox0; c < ox1; c += 16) {
+      __mmask16 out = low_lanes(ox1 - c);
+      __mmask16 valid = inside ? out & low_lanes(hi - c) & (__mmask16)~low_lanes(lo - c) : 0;
+      if (add) {
+        __m512 v = _mm512_maskz_loadu_ps(valid, shifted(src, c));
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(valid, r + c));
+        _mm512_mask_storeu_ps(shifted(src, c), valid, v);
+      } else {
+        _mm512_mask_storeu_ps(r + c, out, _mm512_maskz_loadu_ps(valid, shifted(src, c)));
+      }
+    }
+    p += ox1 - ox0;
+    ox0 = 0;
+  }
+}
+
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+#define HAVE_LOWER512 0
+static int has_avx512(void) { return 0; }
+#endif
+
 /* col[(ci*kh + ky)*kw + kx][column] for block b of group g; with `add`,
  * the reverse: the column matrix is summed into x (col2im). */
 static void lower(const conv_dims *d, float *x, int64_t g, const block *b, float *col, int add) {
   int64_t width = b->p1 - b->p0;
+#if HAVE_LOWER512
+  if (d->rows512) {
+    for (int64_t ci = 0; ci < d->cg; ci++)
+      for (int64_t ky = 0; ky < d->kh; ky++)
+        for (int64_t kx = 0; kx < d->kw; kx++) {
+          float *row = col + ((ci * d->kh + ky) * d->kw + kx) * b->cols;
+          int64_t offx = kx * d->dx - d->px, lo, hi;
+          valid_range(offx, 1, d->w, d->ow, &lo, &hi);
+          for (int64_t n = b->n0; n < b->n1; n++) {
+            float *plane = x + ((n * d->c + g * d->cg + ci) * d->h) * d->w;
+            patch_row_s1(d, plane, row + (n - b->n0) * width, b->p0, b->p1, ky, offx, lo, hi,
+                         add);
+          }
+        }
+    return;
+  }
+#endif
   for (int64_t ci = 0; ci < d->cg; ci++)
     for (int64_t ky = 0; ky < d->kh; ky++)
       for (int64_t kx = 0; kx < d->kw; kx++) {

@@ -541,6 +541,7 @@ BINARY_KERNELS(bin_max, x > y ? x : y)
 BINARY_KERNELS(bin_min, x < y ? x : y)
 BINARY_KERNELS(bin_eq, x == y ? 1.0f : 0.0f)
 BINARY_KERNELS(bin_gt, x > y ? 1.0f : 0.0f)
+BINARY_KERNELS(bin_relu_grad, y > 0.0f ? x : 0.0f)
 
 enum { VV = 0, VS, SV };
 
@@ -573,12 +574,14 @@ BINARY_STREAM(bin_max, _mm_max_ps(x, y))
 BINARY_STREAM(bin_min, _mm_min_ps(x, y))
 BINARY_STREAM(bin_eq, _mm_and_ps(_mm_cmpeq_ps(x, y), one))
 BINARY_STREAM(bin_gt, _mm_and_ps(_mm_cmpgt_ps(x, y), one))
+BINARY_STREAM(bin_relu_grad, _mm_and_ps(_mm_cmpgt_ps(y, _mm_setzero_ps()), x))
 
 static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT] = {
     [PN_BINARY_ADD] = bin_add_stream, [PN_BINARY_SUB] = bin_sub_stream,
     [PN_BINARY_MUL] = bin_mul_stream, [PN_BINARY_DIV] = bin_div_stream,
     [PN_BINARY_MAX] = bin_max_stream, [PN_BINARY_MIN] = bin_min_stream,
     [PN_BINARY_EQ] = bin_eq_stream,   [PN_BINARY_GT] = bin_gt_stream,
+    [PN_BINARY_RELU_GRAD] = bin_relu_grad_stream,
 };
 #else
 static const binary_stream_kernel binary_stream_table[PN_BINARY_COUNT];
@@ -591,6 +594,7 @@ static const binary_kernel binary_table[PN_BINARY_COUNT][3] = {
     [PN_BINARY_MUL] = BINARY_ROW(bin_mul), [PN_BINARY_DIV] = BINARY_ROW(bin_div),
     [PN_BINARY_MAX] = BINARY_ROW(bin_max), [PN_BINARY_MIN] = BINARY_ROW(bin_min),
     [PN_BINARY_EQ] = BINARY_ROW(bin_eq),   [PN_BINARY_GT] = BINARY_ROW(bin_gt),
+    [PN_BINARY_RELU_GRAD] = BINARY_ROW(bin_relu_grad),
 };
 
 typedef struct binary_job {

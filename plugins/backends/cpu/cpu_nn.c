@@ -96,7 +96,124 @@ typedef struct pool_job {
   int kind;
   axis_plan ph, pw;
   int nomem;
+  int tiles2; /* max pool 2x2, stride 2, no padding, windows tiling the input */
+  int wide;   /* AVX-512 rows for tiles2 */
 } pool_job;
+
+/* The 2x2 / stride 2 max pool (VGG-style stages, the small CNNs) gets its
+ * own loops: the four taps are read side by side and compared in PyTorch's
+ * scan order (row by row; replace when greater or NaN), so a plane costs one
+ * pass instead of one strided pass per tap, and its gradient writes every
+ * input element once, with no zero-fill first. Its rows are short (14 or 7
+ * outputs in a 28x28 network), too short for gcc's vector loops, so on
+ * AVX-512 a row is done 16 outputs at a time with masked loads and stores. */
+static int better(float v, float m) { return v > m || v != v; }
+
+static void max2x2_row(float *restrict y, const float *restrict r0, const float *restrict r1,
+                       int64_t ow) {
+  for (int64_t i = 0; i < ow; i++) {
+    float m = r0[2 * i];
+    m = better(r0[2 * i + 1], m) ? r0[2 * i + 1] : m;
+    m = better(r1[2 * i], m) ? r1[2 * i] : m;
+    y[i] = better(r1[2 * i + 1], m) ? r1[2 * i + 1] : m;
+  }
+}
+
+static void max2x2_grad_row(float *restrict d0, float *restrict d1, const float *restrict r0,
+                            const float *restrict r1, const float *restrict g, int64_t ow) {
+  for (int64_t i = 0; i < ow; i++) {
+    float m = r0[2 * i];
+    int at = better(r0[2 * i + 1], m);
+    m = at ? r0[2 * i + 1] : m;
+    int k2 = better(r1[2 * i], m);
+    m = k2 ? r1[2 * i] : m;
+    at = better(r1[2 * i + 1], m) ? 3 : k2 ? 2 : at;
+    d0[2 * i] = at == 0 ? g[i] : 0.0f;
+    d0[2 * i + 1] = at == 1 ? g[i] : 0.0f;
+    d1[2 * i] = at == 2 ? g[i] : 0.0f;
+    d1[2 * i + 1] = at == 3 ? g[i] : 0.0f;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_POOL512 1
+#define AVX512 __attribute__((target("avx512f")))
+
+/* Lanes where v replaces m in the scan: greater, or NaN. */
+AVX512 static inline __mmask16 better512(__m512 v, __m512 m) {
+  return _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+}
+
+/* The 2n inputs of n outputs (n <= 16) lie in two vectors: masks for each. */
+static __mmask16 low_lanes(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+typedef struct taps512 {
+  __m512 t[4]; /* (0,0) (0,1) (1,0) (1,1) of 16 windows */
+} taps512;
+
+AVX512 static inline taps512 load_taps(const float *r0, const float *r1, int64_t n) {
+  const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  __mmask16 ka = low_lanes(2 * n), kb = low_lanes(2 * n - 16);
+  __m512 a0 = _mm512_maskz_loadu_ps(ka, r0), b0 = _mm512_maskz_loadu_ps(kb, r0 + 16);
+  __m512 a1 = _mm512_maskz_loadu_ps(ka, r1), b1 = _mm512_maskz_loadu_ps(kb, r1 + 16);
+  taps512 t = {{_mm512_permutex2var_ps(a0, ev, b0), _mm512_permutex2var_ps(a0, od, b0),
+                _mm512_permutex2var_ps(a1, ev, b1), _mm512_permutex2var_ps(a1, od, b1)}};
+  return t;
+}
+
+AVX512 static void max2x2_row512(float *y, const float *r0, const float *r1, int64_t ow) {
+  for (int64_t i = 0; i < ow; i += 16) {
+    int64_t n = ow - i < 16 ? ow - i : 16;
+    taps512 t = load_taps(r0 + 2 * i, r1 + 2 * i, n);
+    __m512 m = t.t[0];
+    for (int k = 1; k < 4; k++) m = _mm512_mask_blend_ps(better512(t.t[k], m), m, t.t[k]);
+    _mm512_mask_storeu_ps(y + i, low_lanes(n), m);
+  }
+}
+
+/* Interleaves e and o back into 32 floats and stores the first 2n. */
+AVX512 static inline void store_pairs(float *d, __m512 e, __m512 o, int64_t n) {
+  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  _mm512_mask_storeu_ps(d, low_lanes(2 * n), _mm512_permutex2var_ps(e, lo, o));
+  _mm512_mask_storeu_ps(d + 16, low_lanes(2 * n - 16), _mm512_permutex2var_ps(e, hi, o));
+}
+
+AVX512 static void max2x2_grad_row512(float *d0, float *d1, const float *r0, const float *r1,
+                                      const float *g, int64_t ow) {
+  for (int64_t i = 0; i < ow; i += 16) {
+    int64_t n = ow - i < 16 ? ow - i : 16;
+    taps512 t = load_taps(r0 + 2 * i, r1 + 2 * i, n);
+    __m512 m = t.t[0];
+    __mmask16 k1 = better512(t.t[1], m);
+    m = _mm512_mask_blend_ps(k1, m, t.t[1]);
+    __mmask16 k2 = better512(t.t[2], m);
+    m = _mm512_mask_blend_ps(k2, m, t.t[2]);
+    __mmask16 k3 = better512(t.t[3], m);
+    /* the last tap that replaced the running maximum is the winner */
+    __mmask16 w2 = k2 & ~k3, w1 = k1 & ~k2 & ~k3, w0 = ~(k1 | k2 | k3);
+    __m512 gv = _mm512_maskz_loadu_ps(low_lanes(n), g + i);
+    store_pairs(d0 + 2 * i, _mm512_maskz_mov_ps(w0, gv), _mm512_maskz_mov_ps(w1, gv), n);
+    store_pairs(d1 + 2 * i, _mm512_maskz_mov_ps(w2, gv), _mm512_maskz_mov_ps(k3, gv), n);
+  }
+}
+
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+#define HAVE_POOL512 0
+static int has_avx512(void) { return 0; }
+#endif
+
+static int tiles_2x2(const pn_pool2d_params *g, int kind, int64_t h, int64_t w, int64_t oh,
+                     int64_t ow) {
+  return kind == PN_POOL_MAX && g->kernel[0] == 2 && g->kernel[1] == 2 && g->stride[0] == 2 &&
+         g->stride[1] == 2 && g->padding[0] == 0 && g->padding[1] == 0 && h == 2 * oh &&
+         w == 2 * ow;
+}
 
 HOT static void max_strided(float *restrict acc, const float *restrict src, int64_t n, int64_t s) {
   for (int64_t i = 0; i < n; i++) {
@@ -165,6 +282,21 @@ static void pool_plane(const pool_job *j, const float *x, float *y, void *scratc
 static void pool_planes(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   pool_job *j = arg;
+  if (j->tiles2) {
+    for (int64_t pl = b; pl < e; pl++)
+      for (int64_t oh = 0; oh < j->OH; oh++) {
+        const float *r0 = j->x + (pl * j->H + 2 * oh) * j->W;
+        float *y = j->y + (pl * j->OH + oh) * j->OW;
+#if HAVE_POOL512
+        if (j->wide) {
+          max2x2_row512(y, r0, r0 + j->W, j->OW);
+          continue;
+        }
+#endif
+        max2x2_row(y, r0, r0 + j->W, j->OW);
+      }
+    return;
+  }
   void *scratch = malloc(sizeof(double) * (size_t)j->OW);
   if (!scratch) {
     j->nomem = 1;
@@ -239,6 +371,23 @@ static void pool_grad_plane(const pool_job *j, const float *x, const float *dy, 
 static void pool_grad_planes(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   pool_job *j = arg;
+  if (j->tiles2) {
+    for (int64_t pl = b; pl < e; pl++)
+      for (int64_t oh = 0; oh < j->OH; oh++) {
+        int64_t off = (pl * j->H + 2 * oh) * j->W;
+        const float *g = j->dy + (pl * j->OH + oh) * j->OW;
+#if HAVE_POOL512
+        if (j->wide) {
+          max2x2_grad_row512(j->dx + off, j->dx + off + j->W, j->x + off, j->x + off + j->W, g,
+                             j->OW);
+          continue;
+        }
+#endif
+        max2x2_grad_row(j->dx + off, j->dx + off + j->W, j->x + off, j->x + off + j->W, g,
+                        j->OW);
+      }
+    return;
+  }
   int32_t *best = malloc(sizeof *best * (size_t)j->OW);
   float *m = malloc(sizeof *m * (size_t)j->OW);
   if (!best || !m) j->nomem = 1;
@@ -262,6 +411,8 @@ static pn_status pool_setup(const pn_op_args *a, const pn_tensor *x, const pn_te
   memset(j, 0, sizeof *j);
   j->H = x->shape[2], j->W = x->shape[3], j->OH = y->shape[2], j->OW = y->shape[3];
   j->kind = a->p.kind;
+  j->tiles2 = tiles_2x2(&g, j->kind, j->H, j->W, j->OH, j->OW);
+  j->wide = j->tiles2 && has_avx512();
   if (!plan_axis(&j->ph, j->kind, &g, 0, j->H, j->OH)) return no_memory(a);
   if (!plan_axis(&j->pw, j->kind, &g, 1, j->W, j->OW)) {
     free(j->ph.b);

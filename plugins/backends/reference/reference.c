@@ -240,6 +240,7 @@ static float binary_value(int kind, float x, float y) {
   case PN_BINARY_MIN: return x < y ? x : y;
   case PN_BINARY_EQ: return x == y ? 1.0f : 0.0f;
   case PN_BINARY_GT: return x > y ? 1.0f : 0.0f;
+  case PN_BINARY_RELU_GRAD: return y > 0.0f ? x : 0.0f;
   default: return NAN;
   }
 }
