@@ -141,7 +141,7 @@ static void unref_all(pn_tensor **ts, int n) {
   for (int i = 0; i < n; i++) pn_tensor_unref(ts[i]);
 }
 
-enum { BN_WEIGHT = 1, BN_BIAS = 2, BN_TRAINING = 4 };
+enum { BN_WEIGHT = 1, BN_BIAS = 2, BN_TRAINING = 4, BN_RELU = 8 };
 
 /* What the backward keeps: the statistics x was normalised with. */
 typedef struct bn_stats {
@@ -158,19 +158,21 @@ static pn_tensor *inv_std(pn_tensor *var, double eps) {
   return r;
 }
 
-static pn_tensor *channel_affine(pn_tensor *const *in, int n, pn_tensor *like) {
-  pn_op_params p = params_kind(0);
+static pn_tensor *channel_affine(pn_tensor *const *in, int n, pn_tensor *like, int kind) {
+  pn_op_params p = params_kind(kind);
   pn_shape s = pn_tensor_shape(like);
   return pni_run_op(PN_OP_CHANNEL_AFFINE, &p, in, n, &s, PN_F32, "channel_affine");
 }
 
-/* y = scale*x + shift with scale = w*invstd and shift = b - mean*scale. */
-static pn_tensor *bn_normalise(pn_tensor *x, pn_tensor *w, pn_tensor *b, const bn_stats *st) {
+/* y = scale*x + shift with scale = w*invstd and shift = b - mean*scale
+ * (then max(y, 0) when relu). */
+static pn_tensor *bn_normalise(pn_tensor *x, pn_tensor *w, pn_tensor *b, const bn_stats *st,
+                               int relu) {
   pn_tensor *scale = w ? pn_mul(w, st->invstd) : pn_tensor_ref(st->invstd);
   pn_tensor *ms = scale ? pn_mul(st->mean, scale) : NULL;
   pn_tensor *shift = !ms ? NULL : b ? pn_sub(b, ms) : pn_neg(ms);
   pn_tensor *in[3] = {x, scale, shift};
-  pn_tensor *y = shift ? channel_affine(in, 3, x) : NULL;
+  pn_tensor *y = shift ? channel_affine(in, 3, x, relu ? PN_CHANNEL_RELU : 0) : NULL;
   pn_tensor *tmp[3] = {scale, ms, shift};
   unref_all(tmp, 3);
   return y;
@@ -214,9 +216,11 @@ static int bn_eval_stats(pn_tensor *rm, pn_tensor *rv, double eps, bn_stats *st)
 
 /* dx = a*dy + b + k*x per channel, the whole of batch-norm's input gradient
  * in training: a = w*invstd, k = -a*invstd^2*sum(dy*(x-mean))/M and
- * b = -a*sum(dy)/M - k*mean. */
+ * b = -a*sum(dy)/M - k*mean. With a ReLU after it, dy is masked by the
+ * ReLU's output `mask` (NULL without). */
 static pn_tensor *bn_dx_training(pn_tensor *g, pn_tensor *x, pn_tensor *a, pn_tensor *sdy,
-                                 pn_tensor *sdyx, const bn_stats *st, double count) {
+                                 pn_tensor *sdyx, const bn_stats *st, double count,
+                                 pn_tensor *mask) {
   pn_tensor *i2 = pn_mul(st->invstd, st->invstd);
   pn_tensor *ai2 = i2 ? pn_mul(a, i2) : NULL;
   pn_tensor *t = ai2 ? pn_mul(ai2, sdyx) : NULL;
@@ -225,17 +229,17 @@ static pn_tensor *bn_dx_training(pn_tensor *g, pn_tensor *x, pn_tensor *a, pn_te
   pn_tensor *as = km ? pn_mul(a, sdy) : NULL;
   pn_tensor *as_m = as ? pn_scale(as, -1.0 / count) : NULL;
   pn_tensor *b = as_m ? pn_sub(as_m, km) : NULL;
-  pn_tensor *in[5] = {g, a, b, x, k};
-  pn_tensor *dx = b ? channel_affine(in, 5, x) : NULL;
+  pn_tensor *in[6] = {g, a, b, x, k, mask};
+  pn_tensor *dx = b ? channel_affine(in, mask ? 6 : 5, x, mask ? PN_CHANNEL_MASK : 0) : NULL;
   pn_tensor *tmp[8] = {i2, ai2, t, k, km, as, as_m, b};
   unref_all(tmp, 8);
   return dx;
 }
 
-static pn_tensor *bn_dx_eval(pn_tensor *g, pn_tensor *a) {
+static pn_tensor *bn_dx_eval(pn_tensor *g, pn_tensor *a, pn_tensor *mask) {
   pn_tensor *zero = pn_zeros_like(a);
-  pn_tensor *in[3] = {g, a, zero};
-  pn_tensor *dx = zero ? channel_affine(in, 3, g) : NULL;
+  pn_tensor *in[4] = {g, a, zero, mask};
+  pn_tensor *dx = zero ? channel_affine(in, mask ? 4 : 3, g, mask ? PN_CHANNEL_MASK : 0) : NULL;
   pn_tensor_unref(zero);
   return dx;
 }
@@ -245,18 +249,22 @@ static pn_status bn_backward(const pn_backward_ctx *c, pn_tensor *g, pn_tensor *
   int flags = p->kind, wi = 1, bi = (flags & BN_WEIGHT) ? 2 : 1;
   pn_tensor *x = c->in[0], *w = (flags & BN_WEIGHT) ? c->in[wi] : NULL;
   bn_stats st = {c->saved[0], c->saved[1]};
+  pn_tensor *mask = (flags & BN_RELU) ? c->out : NULL;
+  if ((flags & BN_RELU) && !mask)
+    return pn_error(PN_ERR_INTERNAL, "batch_norm_relu: the output is gone before the backward");
   int64_t dims[2] = {2, x->shape[1]};
   pn_shape s = pn_shape_make(2, dims);
-  pn_op_params q = params_kind(0);
-  pn_tensor *in[3] = {g, x, st.mean};
-  pn_tensor *gs = pni_run_op(PN_OP_CHANNEL_GRAD_STATS, &q, in, 3, &s, PN_F32, "channel_grad_stats");
+  pn_op_params q = params_kind(mask ? PN_CHANNEL_MASK : 0);
+  pn_tensor *in[4] = {g, x, st.mean, mask};
+  pn_tensor *gs = pni_run_op(PN_OP_CHANNEL_GRAD_STATS, &q, in, mask ? 4 : 3, &s, PN_F32,
+                             "channel_grad_stats");
   pn_tensor *sdy = gs ? row_view(gs, 0) : NULL;
   pn_tensor *sdyx = gs ? row_view(gs, 1) : NULL;
   pn_tensor *a = !sdyx ? NULL : w ? pn_mul(w, st.invstd) : pn_tensor_ref(st.invstd);
   pn_status rc = a ? PN_OK : PN_ERR_INTERNAL;
   if (rc == PN_OK && c->needs_grad[0]) {
-    gin[0] = (flags & BN_TRAINING) ? bn_dx_training(g, x, a, sdy, sdyx, &st, p->alpha)
-                                   : bn_dx_eval(g, a);
+    gin[0] = (flags & BN_TRAINING) ? bn_dx_training(g, x, a, sdy, sdyx, &st, p->alpha, mask)
+                                   : bn_dx_eval(g, a, mask);
     if (!gin[0]) rc = PN_ERR_INTERNAL;
   }
   if (rc == PN_OK && (flags & BN_WEIGHT) && c->needs_grad[wi]) {
@@ -309,9 +317,9 @@ static int bn_check(pn_tensor *x, pn_tensor *w, pn_tensor *b, pn_tensor *rm, pn_
   return 1;
 }
 
-pn_tensor *pn_batch_norm(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
+static pn_tensor *bn_run(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
                          pn_tensor *running_mean, pn_tensor *running_var, int training,
-                         double momentum, double eps) {
+                         double momentum, double eps, int relu) {
   int64_t count = 0;
   if (!x || !bn_check(x, weight, bias, running_mean, running_var, training, &count)) return NULL;
   if (!(eps >= 0.0)) return fail(PN_ERR_INVALID, "batch_norm", "eps must be non-negative");
@@ -319,19 +327,34 @@ pn_tensor *pn_batch_norm(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
   bn_stats st = {NULL, NULL};
   int ok = training ? bn_train_stats(x, running_mean, running_var, momentum, eps, count, &st)
                     : bn_eval_stats(running_mean, running_var, eps, &st);
-  pn_tensor *y = ok ? bn_normalise(x, weight, bias, &st) : NULL;
+  pn_tensor *y = ok ? bn_normalise(x, weight, bias, &st, relu) : NULL;
   pn_set_grad_enabled(was);
   pn_op_params p = params_kind((weight ? BN_WEIGHT : 0) | (bias ? BN_BIAS : 0) |
-                               (training ? BN_TRAINING : 0));
+                               (training ? BN_TRAINING : 0) | (relu ? BN_RELU : 0));
   p.alpha = (double)count;
   pn_tensor *in[3] = {x, NULL, NULL};
   int n = 1;
   if (weight) in[n++] = weight;
   if (bias) in[n++] = bias;
   pn_tensor *saved[2] = {st.mean, st.invstd};
-  y = pni_record("batch_norm", in, n, y, bn_backward, saved, 2, &p, 0);
+  /* with the ReLU, the output is its mask in the backward */
+  y = pni_record(relu ? "batch_norm_relu" : "batch_norm", in, n, y, bn_backward, saved, 2, &p,
+                 relu);
   unref_all(saved, 2);
   return y;
+}
+
+pn_tensor *pn_batch_norm(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
+                         pn_tensor *running_mean, pn_tensor *running_var, int training,
+                         double momentum, double eps) {
+  return bn_run(x, weight, bias, running_mean, running_var, training, momentum, eps, 0);
+}
+
+/* pn_relu(pn_batch_norm(...)) in one pass forward and one backward. */
+pn_tensor *pn_batch_norm_relu(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
+                              pn_tensor *running_mean, pn_tensor *running_var, int training,
+                              double momentum, double eps) {
+  return bn_run(x, weight, bias, running_mean, running_var, training, momentum, eps, 1);
 }
 
 /* ------------------------------------------------------------ concat */

@@ -233,6 +233,18 @@ static const ccase cmp_cases[] = {
     {"7x7 planes, batch 3", 3, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0},
     {"1x1 small planes", 16, 32, 4, 4, 48, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1},
     {"kernel larger than stride pad", 1, 3, 4, 4, 2, 3, 3, 1, 1, 2, 2, 1, 1, 1, 1},
+    /* depthwise: stride-phase planes, even/odd row splits with a vector
+     * body and scalar tails, tap groups over 9, long planes, wide padding */
+    {"depthwise stride 2 wide", 2, 3, 9, 70, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3, 1},
+    {"depthwise stride 2 odd no pad", 2, 4, 11, 67, 4, 3, 3, 2, 2, 0, 0, 1, 1, 4, 1},
+    {"depthwise stride 3", 2, 3, 13, 17, 3, 3, 3, 3, 3, 1, 1, 1, 1, 3, 1},
+    {"depthwise 1x1 stride 2", 2, 3, 9, 8, 3, 1, 1, 2, 2, 0, 0, 1, 1, 3, 1},
+    {"depthwise 5x5 stride 2", 2, 3, 15, 18, 3, 5, 5, 2, 2, 2, 2, 1, 1, 3, 0},
+    {"depthwise long planes", 2, 2, 50, 50, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2, 1},
+    {"depthwise strides 2x1", 2, 3, 12, 9, 3, 3, 2, 2, 1, 1, 0, 1, 2, 3, 1},
+    {"depthwise strides 1x2 dil 2", 2, 3, 12, 21, 3, 3, 3, 1, 2, 2, 1, 2, 2, 3, 1},
+    {"depthwise pad 2 small", 3, 5, 2, 3, 5, 3, 3, 1, 1, 2, 2, 1, 1, 5, 1},
+    {"depthwise 7x7 planes", 16, 24, 7, 7, 24, 3, 3, 1, 1, 1, 1, 1, 1, 24, 0},
 };
 
 static pn_tensor *on(pn_device *dev, const float *v, int ndim, const int64_t *shape) {

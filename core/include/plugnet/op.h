@@ -210,6 +210,18 @@ void pn_philox4x32(uint64_t seed, uint64_t counter, uint32_t r[4]);
 /* Element i of PN_OP_RANDOM: the same value on every backend. */
 float pn_random_value(int kind, double alpha, double beta, uint64_t seed, uint64_t index);
 
+/* p.kind of PN_OP_CHANNEL_AFFINE and PN_OP_CHANNEL_GRAD_STATS (0: as
+ * described above). RELU (affine only): the result is clamped below at 0,
+ * batch-norm and its ReLU in one pass. MASK: one more input, last, shaped
+ * like x: the first input counts only where it is > 0 (the ReLU's backward
+ * folded into batch-norm's, the mask being the ReLU's output). */
+typedef enum pn_channel_kind {
+  PN_CHANNEL_PLAIN = 0,
+  PN_CHANNEL_RELU,
+  PN_CHANNEL_MASK,
+  PN_CHANNEL_COUNT
+} pn_channel_kind;
+
 #ifdef __cplusplus
 }
 #endif

@@ -83,6 +83,11 @@ pn_tensor *pn_adaptive_pool2d(pn_pool_kind kind, pn_tensor *x, int out_h, int ou
 pn_tensor *pn_batch_norm(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
                          pn_tensor *running_mean, pn_tensor *running_var, int training,
                          double momentum, double eps);
+/* pn_relu(pn_batch_norm(...)) as one op: one pass forward, ReLU's mask
+ * folded into batch-norm's backward. */
+pn_tensor *pn_batch_norm_relu(pn_tensor *x, pn_tensor *weight, pn_tensor *bias,
+                              pn_tensor *running_mean, pn_tensor *running_var, int training,
+                              double momentum, double eps);
 /* Up to PN_OP_MAX_INPUTS tensors joined along axis (may be negative). */
 pn_tensor *pn_concat(pn_tensor *const *xs, int n, int axis);
 pn_tensor *pn_clamp(pn_tensor *x, double lo, double hi);

@@ -6,9 +6,8 @@
  * OpenBLAS single-threaded in each worker, as pni_cpu_matmul does, so that
  * OpenBLAS's own spinning threads never fight the pool for the cores.
  * Two shapes skip the lowering: 1x1 stride-1 unpadded convolutions are a
- * GEMM on the input as it lies, and depthwise ones (groups == C == O) are
- * direct vectorised loops, where a GEMM with K = KH*KW would be all
- * overhead. */
+ * GEMM on the input as it lies, and depthwise ones (groups == C == O) go
+ * to cpu_depthwise.c, where a GEMM with K = KH*KW would be all overhead. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +21,10 @@
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 
 /* Columns of one lowered block: enough that OpenBLAS's packing of the
- * weights is amortised, few enough that the column matrix stays cached. */
-enum { BLOCK_MAX = 1024, BLOCK_MIN = 64 };
+ * weights is amortised, few enough that the column matrix (k rows) stays
+ * in L2 between im2col writing it and the GEMM reading it: COL_FLOATS is
+ * about a quarter of a MiB. */
+enum { BLOCK_MAX = 1024, BLOCK_MIN = 64, COL_FLOATS = 1 << 16 };
 /* Below this many multiply-adds a convolution runs on the calling thread. */
 #define CONV_SPLIT_MACS ((int64_t)1 << 18)
 
@@ -86,6 +87,8 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static void plan_blocks(conv_dims *d, int threads) {
   int64_t cols = d->n * d->p;
   int64_t want = cols * d->g / (2 * (int64_t)threads);
+  int64_t cached = COL_FLOATS / (d->k ? d->k : 1);
+  if (want > cached) want = cached;
   int64_t b = want < BLOCK_MIN ? BLOCK_MIN : want > BLOCK_MAX ? BLOCK_MAX : want;
   if (d->p >= b) {
     d->nb = 1;
@@ -222,17 +225,82 @@ AVX512 static void patch_row_s1(const conv_dims *d, float *plane, float *row, in
   }
 }
 
+/* Stride 1, no dilation, a block of whole samples: each input plane is
+ * first copied into a zero-bordered plane (`pad`, (H+2py) x (W+2px)), so
+ * that every row of every tap is a plain run of ow values at a fixed
+ * offset: no border tests, no per-row geometry. With `add`, the reverse:
+ * the taps are summed into the bordered plane, whose inside is then added
+ * to x. */
+AVX512 static void plane_taps(const conv_dims *d, float *plane, float *pad, float *rows,
+                              int64_t stride, int add) {
+  int64_t wp = d->w + 2 * d->px, hp = d->h + 2 * d->py;
+  float *inner = pad + d->py * wp + d->px;
+  if (add)
+    memset(pad, 0, (size_t)(hp * wp) * sizeof *pad);
+  else
+    for (int64_t iy = 0; iy < d->h; iy++)
+      memcpy(inner + iy * wp, plane + iy * d->w, (size_t)d->w * sizeof *pad);
+  for (int64_t ky = 0; ky < d->kh; ky++)
+    for (int64_t kx = 0; kx < d->kw; kx++) {
+      float *r = rows + (ky * d->kw + kx) * stride;
+      for (int64_t oy = 0; oy < d->oh; oy++, r += d->ow) {
+        float *src = pad + (oy + ky) * wp + kx;
+        for (int64_t c = 0; c < d->ow; c += 16) {
+          __mmask16 m = low_lanes(d->ow - c);
+          if (add) {
+            __m512 v =
+                _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + c), _mm512_maskz_loadu_ps(m, r + c));
+            _mm512_mask_storeu_ps(src + c, m, v);
+          } else {
+            _mm512_mask_storeu_ps(r + c, m, _mm512_maskz_loadu_ps(m, src + c));
+          }
+        }
+      }
+    }
+  if (add)
+    for (int64_t iy = 0; iy < d->h; iy++) {
+      float *dst = plane + iy * d->w, *src = inner + iy * wp;
+      for (int64_t c = 0; c < d->w; c += 16) {
+        __mmask16 m = low_lanes(d->w - c);
+        __m512 v =
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + c), _mm512_maskz_loadu_ps(m, src + c));
+        _mm512_mask_storeu_ps(dst + c, m, v);
+      }
+    }
+}
+
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 #define HAVE_LOWER512 0
 static int has_avx512(void) { return 0; }
 #endif
 
+/* Scratch per chunk: the column matrix, a block of dy or y (tmp), and the
+ * bordered plane of the stride-1 path. */
+static size_t scratch_size(const conv_dims *d) {
+  return (size_t)((d->k + d->og) * d->nb * d->bw + (d->h + 2 * d->py) * (d->w + 2 * d->px));
+}
+
+static float *pad_area(const conv_dims *d, float *scratch) {
+  return scratch + (d->k + d->og) * d->nb * d->bw;
+}
+
 /* col[(ci*kh + ky)*kw + kx][column] for block b of group g; with `add`,
  * the reverse: the column matrix is summed into x (col2im). */
-static void lower(const conv_dims *d, float *x, int64_t g, const block *b, float *col, int add) {
+static void lower(const conv_dims *d, float *x, int64_t g, const block *b, float *col, float *pad,
+                  int add) {
   int64_t width = b->p1 - b->p0;
 #if HAVE_LOWER512
+  if (d->rows512 && d->sy == 1 && d->dy == 1 && d->dx == 1 && b->p0 == 0 && b->p1 == d->p) {
+    int64_t taps = d->kh * d->kw;
+    /* the border stays zero: plane_taps rewrites only the inside */
+    if (!add) memset(pad, 0, (size_t)((d->h + 2 * d->py) * (d->w + 2 * d->px)) * sizeof *pad);
+    for (int64_t ci = 0; ci < d->cg; ci++)
+      for (int64_t n = b->n0; n < b->n1; n++)
+        plane_taps(d, x + ((n * d->c + g * d->cg + ci) * d->h) * d->w, pad,
+                   col + ci * taps * b->cols + (n - b->n0) * width, b->cols, add);
+    return;
+  }
   if (d->rows512) {
     for (int64_t ci = 0; ci < d->cg; ci++)
       for (int64_t ky = 0; ky < d->kh; ky++)
@@ -349,7 +417,7 @@ static void forward_unit(const fwd_job *j, int64_t u, float *scratch) {
     col = j->x + (b.n0 * d->c + g * d->cg) * d->p + b.p0;
     ldb = d->p;
   } else {
-    lower(d, (float *)j->x, g, &b, scratch, 0);
+    lower(d, (float *)j->x, g, &b, scratch, pad_area(d, scratch), 0);
   }
   const float *wg = j->w + g * d->og * d->k;
   float *yg = j->y + (b.n0 * d->o + g * d->og) * d->p + b.p0;
@@ -375,129 +443,11 @@ static void forward_chunk(void *job, int64_t chunk, float *scratch) {
 
 /* ------------------------------------------------------------ depthwise */
 
-typedef struct dw_job {
-  const conv_dims *d;
-  const float *a, *w, *b; /* forward: x; grad_input: dy; grad_weight: dy */
-  const float *x;         /* grad_weight's input */
-  float *out;
-} dw_job;
-
-/* The valid output range of tap kx along a row, and its input offset. */
-static void dw_tap_x(const conv_dims *d, int64_t kx, int64_t *lo, int64_t *hi, int64_t *off) {
-  *off = kx * d->dx - d->px;
-  valid_range(*off, d->sx, d->w, d->ow, lo, hi);
-}
-
-/* A whole plane per call, so that the per-clone dispatch is paid once per
- * plane rather than once per short row. Stride 1 gets its own loop: it is
- * the one that vectorises with plain loads. */
-HOT static void dw_forward_plane(const conv_dims *d, const float *restrict in,
-                                 const float *restrict wc, float b, float *restrict o) {
-  for (int64_t i = 0; i < d->p; i++) o[i] = b;
-  for (int64_t oy = 0; oy < d->oh; oy++) {
-    float *restrict orow = o + oy * d->ow;
-    for (int64_t ky = 0; ky < d->kh; ky++) {
-      int64_t iy = oy * d->sy - d->py + ky * d->dy;
-      if (iy < 0 || iy >= d->h) continue;
-      const float *restrict irow = in + iy * d->w;
-      for (int64_t kx = 0; kx < d->kw; kx++) {
-        int64_t lo, hi, off, s = d->sx;
-        float wv = wc[ky * d->kw + kx];
-        dw_tap_x(d, kx, &lo, &hi, &off);
-        if (s == 1)
-          for (int64_t ox = lo; ox < hi; ox++) orow[ox] += wv * irow[ox + off];
-        else
-          for (int64_t ox = lo; ox < hi; ox++) orow[ox] += wv * irow[ox * s + off];
-      }
-    }
-  }
-}
-
-HOT static void dw_grad_input_plane(const conv_dims *d, const float *restrict go,
-                                    const float *restrict wc, float *restrict gi) {
-  memset(gi, 0, (size_t)(d->h * d->w) * sizeof *gi);
-  for (int64_t oy = 0; oy < d->oh; oy++) {
-    const float *restrict orow = go + oy * d->ow;
-    for (int64_t ky = 0; ky < d->kh; ky++) {
-      int64_t iy = oy * d->sy - d->py + ky * d->dy;
-      if (iy < 0 || iy >= d->h) continue;
-      float *restrict irow = gi + iy * d->w;
-      for (int64_t kx = 0; kx < d->kw; kx++) {
-        int64_t lo, hi, off, s = d->sx;
-        float wv = wc[ky * d->kw + kx];
-        dw_tap_x(d, kx, &lo, &hi, &off);
-        if (s == 1)
-          for (int64_t ox = lo; ox < hi; ox++) irow[ox + off] += wv * orow[ox];
-        else
-          for (int64_t ox = lo; ox < hi; ox++) irow[ox * s + off] += wv * orow[ox];
-      }
-    }
-  }
-}
-
-/* sum of o[ox] * in[ox*s + off] in 8 independent lanes, so it vectorises
- * without reassociating a single chain. */
-HOT static double dw_row_dot(const float *restrict o, const float *restrict in, int64_t lo,
-                             int64_t hi, int64_t s, int64_t off) {
-  float acc[8] = {0};
-  int64_t ox = lo;
-  if (s == 1)
-    for (; ox + 8 <= hi; ox += 8)
-      for (int l = 0; l < 8; l++) acc[l] += o[ox + l] * in[ox + l + off];
-  double t = 0.0;
-  for (; ox < hi; ox++) t += (double)o[ox] * in[ox * s + off];
-  for (int l = 0; l < 8; l++) t += acc[l];
-  return t;
-}
-
-static void dw_forward_planes(void *arg, int64_t begin, int64_t end, int worker) {
-  const dw_job *j = arg;
-  const conv_dims *d = j->d;
-  (void)worker;
-  for (int64_t pl = begin; pl < end; pl++) {
-    int64_t ch = pl % d->c;
-    dw_forward_plane(d, j->a + pl * d->h * d->w, j->w + ch * d->kh * d->kw, j->b ? j->b[ch] : 0.0f,
-                     j->out + pl * d->p);
-  }
-}
-
-static void dw_grad_input_planes(void *arg, int64_t begin, int64_t end, int worker) {
-  const dw_job *j = arg;
-  const conv_dims *d = j->d;
-  (void)worker;
-  for (int64_t pl = begin; pl < end; pl++)
-    dw_grad_input_plane(d, j->a + pl * d->p, j->w + (pl % d->c) * d->kh * d->kw,
-                        j->out + pl * d->h * d->w);
-}
-
-/* Channel by channel, each summing over the whole batch: no partial sums. */
-static void dw_grad_weight_channels(void *arg, int64_t begin, int64_t end, int worker) {
-  const dw_job *j = arg;
-  const conv_dims *d = j->d;
-  (void)worker;
-  for (int64_t ch = begin; ch < end; ch++)
-    for (int64_t ky = 0; ky < d->kh; ky++)
-      for (int64_t kx = 0; kx < d->kw; kx++) {
-        int64_t lo, hi, off;
-        dw_tap_x(d, kx, &lo, &hi, &off);
-        double s = 0.0;
-        for (int64_t n = 0; n < d->n; n++) {
-          const float *go = j->a + (n * d->c + ch) * d->p,
-                      *in = j->x + (n * d->c + ch) * d->h * d->w;
-          for (int64_t oy = 0; oy < d->oh; oy++) {
-            int64_t iy = oy * d->sy - d->py + ky * d->dy;
-            if (iy >= 0 && iy < d->h)
-              s += dw_row_dot(go + oy * d->ow, in + iy * d->w, lo, hi, d->sx, off);
-          }
-        }
-        j->out[(ch * d->kh + ky) * d->kw + kx] = (float)s;
-      }
-}
-
-/* Planes per slice: about 64K multiply-adds each. */
-static int64_t dw_grain(const conv_dims *d) {
-  int64_t per = d->p * d->kh * d->kw;
-  return per >= 65536 ? 1 : 65536 / (per ? per : 1);
+/* Depthwise convolutions run in cpu_depthwise.c; this hands it the geometry. */
+static pni_cpu_dw_geom dw_geom(const conv_dims *d) {
+  pni_cpu_dw_geom g = {d->n,  d->c,  d->h,  d->w,  d->kh, d->kw, d->oh,
+                       d->ow, d->sy, d->sx, d->py, d->px, d->dy, d->dx};
+  return g;
 }
 
 /* ------------------------------------------------------------ kernels */
@@ -513,9 +463,9 @@ pn_status pni_cpu_conv2d(void *dctx, const pn_op_args *a) {
     return PN_OK;
   }
   if (depthwise(&d)) {
-    dw_job j = {&d,   pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), b,
-                NULL, pn_tensor_data(a->out)};
-    pni_cpu_parallel(dctx, d.n * d.c, dw_grain(&d), dw_forward_planes, &j);
+    pni_cpu_dw_geom g = dw_geom(&d);
+    pni_cpu_dw_forward(dctx, &g, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), b,
+                       pn_tensor_data(a->out));
     return PN_OK;
   }
   plan_blocks(&d, pool_threads(dctx));
@@ -524,7 +474,7 @@ pn_status pni_cpu_conv2d(void *dctx, const pn_op_args *a) {
                b,  pn_tensor_data(a->out),   d.groups_of_samples * d.bps * d.g,
                0};
   j.chunks = plan_chunks(dctx, &d, j.units, &blas);
-  size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+  size_t scratch = scratch_size(&d);
   return run_chunks(dctx, j.chunks, scratch, forward_chunk, &j, blas);
 }
 
@@ -572,7 +522,7 @@ static void grad_input_unit(const gin_job *j, int64_t u, float *scratch) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)d->k, (blasint)b.cols,
                 (blasint)d->og, 1.0f, wg, (blasint)d->k, gy, (blasint)ldg, 0.0f, c,
                 (blasint)(pointwise ? d->p : b.cols));
-    if (!pointwise) lower(d, j->dx, g, &b, col, 1);
+    if (!pointwise) lower(d, j->dx, g, &b, col, pad_area(d, scratch), 1);
   }
 }
 
@@ -592,8 +542,8 @@ pn_status pni_cpu_conv2d_grad_input(void *dctx, const pn_op_args *a) {
     return PN_OK;
   }
   if (depthwise(&d)) {
-    dw_job j = {&d, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), NULL, NULL, dx};
-    pni_cpu_parallel(dctx, d.n * d.c, dw_grain(&d), dw_grad_input_planes, &j);
+    pni_cpu_dw_geom g = dw_geom(&d);
+    pni_cpu_dw_grad_input(dctx, &g, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]), dx);
     return PN_OK;
   }
   plan_blocks(&d, pool_threads(dctx));
@@ -601,7 +551,7 @@ pn_status pni_cpu_conv2d_grad_input(void *dctx, const pn_op_args *a) {
   gin_job j = {&d, pn_tensor_data(a->in[0]),  pn_tensor_data(a->in[1]),
                dx, d.groups_of_samples * d.g, 0};
   j.chunks = plan_chunks(dctx, &d, j.units, &blas);
-  size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+  size_t scratch = scratch_size(&d);
   return run_chunks(dctx, j.chunks, scratch, grad_input_chunk, &j, blas);
 }
 
@@ -628,7 +578,7 @@ static void grad_weight_group(const gw_job *j, int64_t s, float *dw, float *scra
         xc = j->x + (b.n0 * d->c + g * d->cg) * d->p + b.p0;
         ldx = d->p;
       } else {
-        lower(d, (float *)j->x, g, &b, col, 0);
+        lower(d, (float *)j->x, g, &b, col, pad_area(d, scratch), 0);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)d->og, (blasint)d->k,
                   (blasint)b.cols, 1.0f, gy, (blasint)ldg, xc, (blasint)ldx, 1.0f,
@@ -655,10 +605,9 @@ pn_status pni_cpu_conv2d_grad_weight(void *dctx, const pn_op_args *a) {
   memset(dw, 0, (size_t)len * sizeof *dw);
   if (d.n == 0 || len == 0) return PN_OK;
   if (depthwise(&d)) {
-    dw_job j = {&d, pn_tensor_data(a->in[0]), NULL, NULL, pn_tensor_data(a->in[1]), dw};
-    int64_t per = d.n * d.p * d.kh * d.kw;
-    pni_cpu_parallel(dctx, d.c, per >= 65536 ? 1 : 65536 / per, dw_grad_weight_channels, &j);
-    return PN_OK;
+    pni_cpu_dw_geom g = dw_geom(&d);
+    return pni_cpu_dw_grad_weight(dctx, &g, pn_tensor_data(a->in[0]), pn_tensor_data(a->in[1]),
+                                  dw);
   }
   plan_blocks(&d, pool_threads(dctx));
   int blas;
@@ -669,7 +618,7 @@ pn_status pni_cpu_conv2d_grad_weight(void *dctx, const pn_op_args *a) {
   for (int64_t i = 0; i < j.chunks && s == PN_OK; i++)
     if (!(j.partial[i] = i ? calloc((size_t)len, sizeof(float)) : dw)) s = PN_ERR_NOMEM;
   if (s == PN_OK) {
-    size_t scratch = (size_t)((d.k + d.og) * d.nb * d.bw);
+    size_t scratch = scratch_size(&d);
     s = run_chunks(dctx, j.chunks, scratch, grad_weight_chunk, &j, blas);
   } else {
     pn_error(s, "cpu: conv2d_grad_weight: out of memory for partial sums");

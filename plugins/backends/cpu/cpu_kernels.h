@@ -31,6 +31,20 @@ pn_status pni_cpu_log_softmax(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_conv2d(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_conv2d_grad_input(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_conv2d_grad_weight(void *dctx, const pn_op_args *a);
+/* cpu_depthwise.c: depthwise convolutions (groups == C == O), called by
+ * cpu_conv.c's kernels once they have checked the shapes. */
+typedef struct pni_cpu_dw_geom {
+  int64_t n, c, h, w;  /* input */
+  int64_t kh, kw;      /* weight [c, 1, kh, kw] */
+  int64_t oh, ow;      /* output */
+  int64_t sy, sx, py, px, dy, dx;
+} pni_cpu_dw_geom;
+void pni_cpu_dw_forward(const pni_cpu_ctx *c, const pni_cpu_dw_geom *d, const float *x,
+                        const float *w, const float *b, float *y);
+void pni_cpu_dw_grad_input(const pni_cpu_ctx *c, const pni_cpu_dw_geom *d, const float *dy,
+                           const float *w, float *dx);
+pn_status pni_cpu_dw_grad_weight(const pni_cpu_ctx *c, const pni_cpu_dw_geom *d, const float *dy,
+                                 const float *x, float *dw);
 /* cpu_nn.c */
 pn_status pni_cpu_pool2d(void *dctx, const pn_op_args *a);
 pn_status pni_cpu_pool2d_grad(void *dctx, const pn_op_args *a);

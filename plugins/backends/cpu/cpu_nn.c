@@ -495,9 +495,40 @@ HOT static double lane_dot_dev(const float *restrict dy, const float *restrict x
   return s;
 }
 
+/* dy where mask > 0, else 0. The select comes first and alone, on loaded
+ * values, so that gcc vectorises it (a select around arithmetic or a load
+ * stays scalar: the arithmetic might trap). */
+HOT static void masked_copy(float *restrict o, const float *restrict dy,
+                            const float *restrict mask, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float d = dy[i];
+    o[i] = mask[i] > 0.0f ? d : 0.0f;
+  }
+}
+
 HOT static void affine_plane(float *restrict o, const float *restrict x, int64_t n, float a,
                              float b) {
   for (int64_t i = 0; i < n; i++) o[i] = a * x[i] + b;
+}
+
+HOT static void affine_relu_plane(float *restrict o, const float *restrict x, int64_t n, float a,
+                                  float b) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = a * x[i] + b;
+    o[i] = v > 0.0f ? v : 0.0f;
+  }
+}
+
+/* a*x + b (+ c*y), x counting only where mask > 0 (selected before any
+ * arithmetic, as in masked_copy). */
+HOT static void affine_masked_plane(float *restrict o, const float *restrict x,
+                                    const float *restrict y, const float *restrict mask,
+                                    int64_t n, float a, float b, float c) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    v = mask[i] > 0.0f ? v : 0.0f;
+    o[i] = y ? a * v + c * y[i] + b : a * v + b;
+  }
 }
 
 HOT static void affine2_plane(float *restrict o, const float *restrict x, const float *restrict y,
@@ -508,6 +539,8 @@ HOT static void affine2_plane(float *restrict o, const float *restrict x, const 
 /* x [N,C,...] as N*C planes of len values; plane i is channel i % C. */
 typedef struct chan_job {
   const float *x, *y, *a, *b, *c, *mean;
+  const float *mask; /* kind PN_CHANNEL_MASK */
+  int kind;
   float *o;
   int64_t C, len;
   double *p0, *p1; /* per plane partial results */
@@ -580,21 +613,40 @@ static void affine_planes(void *arg, int64_t b, int64_t e, int worker) {
   const chan_job *j = arg;
   for (int64_t i = b; i < e; i++) {
     int64_t c = i % j->C, off = i * j->len;
-    if (j->y)
+    if (j->mask)
+      affine_masked_plane(j->o + off, j->x + off, j->y ? j->y + off : NULL, j->mask + off, j->len,
+                          j->a[c], j->b[c], j->y ? j->c[c] : 0.0f);
+    else if (j->kind == PN_CHANNEL_RELU)
+      affine_relu_plane(j->o + off, j->x + off, j->len, j->a[c], j->b[c]);
+    else if (j->y)
       affine2_plane(j->o + off, j->x + off, j->y + off, j->len, j->a[c], j->b[c], j->c[c]);
     else
       affine_plane(j->o + off, j->x + off, j->len, j->a[c], j->b[c]);
   }
 }
 
-/* in: x, a, b (, y, c): out = a[c]*x + b[c] (+ c[c]*y). */
+/* The last input of kind PN_CHANNEL_MASK, shaped like x, or NULL. */
+static pn_status chan_mask(const pn_op_args *a, int plain_in, chan_job *j) {
+  if (a->p.kind < 0 || a->p.kind >= PN_CHANNEL_COUNT) return bad_shape(a, "unknown channel kind");
+  j->kind = a->p.kind;
+  if (j->kind != PN_CHANNEL_MASK) return PN_OK;
+  if (a->n_in != plain_in + 1 || pn_tensor_numel(a->in[plain_in]) != pn_tensor_numel(a->in[0]))
+    return bad_shape(a, "the mask must be a last input shaped like x");
+  j->mask = pn_tensor_data(a->in[plain_in]);
+  return PN_OK;
+}
+
+/* in: x, a, b (, y, c) (, mask): out = a[c]*x + b[c] (+ c[c]*y), see
+ * pn_channel_kind for the mask and the ReLU. */
 pn_status pni_cpu_channel_affine(void *dctx, const pn_op_args *a) {
   chan_job j;
   const pn_tensor *x = a->in[0];
   PN_TRY(chan_setup(a, x, &j));
-  if (a->n_in != 3 && a->n_in != 5) return bad_shape(a, "needs 3 or 5 inputs");
+  int plain_in = a->n_in - (a->p.kind == PN_CHANNEL_MASK);
+  if (plain_in != 3 && plain_in != 5) return bad_shape(a, "needs 3 or 5 inputs (+1 mask)");
+  PN_TRY(chan_mask(a, plain_in, &j));
   int64_t total = pn_tensor_numel(x);
-  for (int i = 1; i < a->n_in; i++) {
+  for (int i = 1; i < plain_in; i++) {
     int64_t want = i == 3 ? total : j.C;
     if (pn_tensor_numel(a->in[i]) != want) return bad_shape(a, "an input has the wrong size");
   }
@@ -602,7 +654,7 @@ pn_status pni_cpu_channel_affine(void *dctx, const pn_op_args *a) {
   j.x = pn_tensor_data(x);
   j.a = pn_tensor_data(a->in[1]);
   j.b = pn_tensor_data(a->in[2]);
-  if (a->n_in == 5) {
+  if (plain_in == 5) {
     j.y = pn_tensor_data(a->in[3]);
     j.c = pn_tensor_data(a->in[4]);
   }
@@ -611,23 +663,48 @@ pn_status pni_cpu_channel_affine(void *dctx, const pn_op_args *a) {
   return PN_OK;
 }
 
+/* Plain loops for the masked sums, when no buffer could be had. */
+static void masked_sums_scalar(const chan_job *j, int64_t i) {
+  const float *dy = j->y + i * j->len, *x = j->x + i * j->len, *m = j->mask + i * j->len;
+  double s = 0.0, sx = 0.0, mean = (double)j->mean[i % j->C];
+  for (int64_t k = 0; k < j->len; k++)
+    if (m[k] > 0.0f) s += (double)dy[k], sx += (double)dy[k] * ((double)x[k] - mean);
+  j->p0[i] = s;
+  j->p1[i] = sx;
+}
+
 static void grad_stats_planes(void *arg, int64_t b, int64_t e, int worker) {
   (void)worker;
   const chan_job *j = arg;
+  /* with a mask: each plane's masked dy, then the plain vectorised sums */
+  float *masked = j->mask ? malloc(sizeof *masked * (size_t)j->len) : NULL;
   for (int64_t i = b; i < e; i++) {
     int64_t off = i * j->len;
-    j->p0[i] = lane_sum(j->y + off, j->len);
-    j->p1[i] = lane_dot_dev(j->y + off, j->x + off, j->len, (double)j->mean[i % j->C]);
+    const float *dy = j->y + off;
+    if (j->mask && !masked) {
+      masked_sums_scalar(j, i);
+      continue;
+    }
+    if (j->mask) {
+      masked_copy(masked, dy, j->mask + off, j->len);
+      dy = masked;
+    }
+    j->p0[i] = lane_sum(dy, j->len);
+    j->p1[i] = lane_dot_dev(dy, j->x + off, j->len, (double)j->mean[i % j->C]);
   }
+  free(masked);
 }
 
-/* in: dy, x, mean -> [2,C]: sum(dy), sum(dy*(x - mean)) per channel. */
+/* in: dy, x, mean (, mask) -> [2,C]: sum(dy), sum(dy*(x - mean)) per
+ * channel, dy counting only where the mask is > 0. */
 pn_status pni_cpu_channel_grad_stats(void *dctx, const pn_op_args *a) {
   chan_job j;
   const pn_tensor *x = a->in[1];
   PN_TRY(chan_setup(a, x, &j));
   if (pn_tensor_numel(a->in[0]) != pn_tensor_numel(x))
     return bad_shape(a, "dy must be shaped like x");
+  if (a->p.kind == PN_CHANNEL_RELU) return bad_shape(a, "kind relu is for channel_affine");
+  PN_TRY(chan_mask(a, 3, &j));
   if (pn_tensor_numel(a->in[2]) != j.C) return bad_shape(a, "mean must have C elements");
   if (pn_tensor_numel(a->out) != 2 * j.C) return bad_shape(a, "output must be [2,C]");
   int64_t n = x->shape[0], planes = n * j.C;

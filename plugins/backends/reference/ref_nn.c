@@ -218,18 +218,33 @@ pn_status pni_ref_channel_stats(void *dctx, const pn_op_args *a) {
 }
 
 /* in: x, a, b (, y, c): out = a[c]*x + b[c] (+ c[c]*y). */
+/* The mask input of kind PN_CHANNEL_MASK (the last), or NULL. */
+static pn_status channel_mask(const pn_op_args *a, int64_t total, int plain_in,
+                              const float **m) {
+  *m = NULL;
+  if (a->p.kind < 0 || a->p.kind >= PN_CHANNEL_COUNT) return bad_shape(a, "unknown channel kind");
+  if (a->p.kind != PN_CHANNEL_MASK) return PN_OK;
+  if (a->n_in != plain_in + 1 || pn_tensor_numel(a->in[plain_in]) != total)
+    return bad_shape(a, "the mask must be a last input shaped like x");
+  *m = f32_in(a, plain_in);
+  return PN_OK;
+}
+
 pn_status pni_ref_channel_affine(void *dctx, const pn_op_args *a) {
   (void)dctx;
   PN_TRY(all_f32(a));
-  if (a->n_in != 3 && a->n_in != 5) return bad_shape(a, "needs 3 or 5 inputs");
+  int masked = a->p.kind == PN_CHANNEL_MASK, plain_in = a->n_in - masked;
+  if (plain_in != 3 && plain_in != 5) return bad_shape(a, "needs 3 or 5 inputs (+1 mask)");
   const pn_tensor *x = a->in[0];
   PN_TRY(check_nc(a, x));
   planes g = planes_of(x);
   int64_t total = pn_tensor_numel(x);
+  const float *mp;
+  PN_TRY(channel_mask(a, total, plain_in, &mp));
   PN_TRY(check_vec(a, a->in[1], g.c));
   PN_TRY(check_vec(a, a->in[2], g.c));
   if (pn_tensor_numel(a->out) != total) return bad_shape(a, "output must be shaped like x");
-  int has_y = a->n_in == 5;
+  int has_y = plain_in == 5;
   if (has_y) {
     if (pn_tensor_numel(a->in[3]) != total) return bad_shape(a, "y must be shaped like x");
     PN_TRY(check_vec(a, a->in[4], g.c));
@@ -241,14 +256,16 @@ pn_status pni_ref_channel_affine(void *dctx, const pn_op_args *a) {
     for (int64_t c = 0; c < g.c; c++)
       for (int64_t i = 0; i < g.len; i++) {
         int64_t k = (n * g.c + c) * g.len + i;
-        double v = (double)sa[c] * xp[k] + sb[c];
+        double v = (!mp || mp[k] > 0.0f ? (double)sa[c] * xp[k] : 0.0) + sb[c];
         if (has_y) v += (double)sc[c] * yp[k];
+        if (a->p.kind == PN_CHANNEL_RELU && !(v > 0.0)) v = 0.0;
         o[k] = (float)v;
       }
   return PN_OK;
 }
 
-/* in: dy, x, mean -> [2,C]: sum(dy), sum(dy*(x - mean)) per channel. */
+/* in: dy, x, mean (, mask) -> [2,C]: sum(dy), sum(dy*(x - mean)) per
+ * channel, dy counting only where the mask is > 0. */
 pn_status pni_ref_channel_grad_stats(void *dctx, const pn_op_args *a) {
   (void)dctx;
   PN_TRY(all_f32(a));
@@ -256,6 +273,9 @@ pn_status pni_ref_channel_grad_stats(void *dctx, const pn_op_args *a) {
   PN_TRY(check_nc(a, x));
   planes g = planes_of(x);
   if (pn_tensor_numel(dy) != pn_tensor_numel(x)) return bad_shape(a, "dy must be shaped like x");
+  if (a->p.kind == PN_CHANNEL_RELU) return bad_shape(a, "kind relu is for channel_affine");
+  const float *mp;
+  PN_TRY(channel_mask(a, pn_tensor_numel(x), 3, &mp));
   PN_TRY(check_vec(a, a->in[2], g.c));
   if (pn_tensor_numel(a->out) != 2 * g.c) return bad_shape(a, "output must be [2,C]");
   const float *dyp = f32_in(a, 0), *xp = f32_in(a, 1), *mean = f32_in(a, 2);
@@ -265,6 +285,7 @@ pn_status pni_ref_channel_grad_stats(void *dctx, const pn_op_args *a) {
     for (int64_t n = 0; n < g.n; n++)
       for (int64_t i = 0; i < g.len; i++) {
         int64_t k = (n * g.c + c) * g.len + i;
+        if (mp && !(mp[k] > 0.0f)) continue;
         s += dyp[k];
         sx += (double)dyp[k] * ((double)xp[k] - mean[c]);
       }

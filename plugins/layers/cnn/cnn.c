@@ -203,6 +203,7 @@ typedef struct norm {
   int64_t channels;
   int sample_ndim;
   int affine;
+  int relu; /* act: relu, fused into the normalisation */
   double eps, momentum;
 } norm;
 
@@ -231,6 +232,7 @@ static pn_status norm_build(pn_layer *l, const pn_config *cfg, const pn_shape *i
   st->channels = in->dim[0];
   st->sample_ndim = in->ndim;
   st->affine = pn_config_bool(cfg, "affine");
+  st->relu = strcmp(pn_config_str(cfg, "act"), "relu") == 0;
   st->eps = pn_config_float(cfg, "eps");
   st->momentum = pn_config_float(cfg, "momentum");
   PN_TRY(norm_add_tensors(l, cfg, st->channels));
@@ -267,9 +269,9 @@ static pn_status norm_forward(pn_layer *l, pn_tensor *const *in, int n_in, pn_te
   PN_TRY(norm_check_input(st, in[0], training));
   pn_tensor *w = st->affine ? pn_layer_param_by_name(l, "weight") : NULL;
   pn_tensor *b = st->affine ? pn_layer_param_by_name(l, "bias") : NULL;
-  pn_tensor *y = pn_batch_norm(in[0], w, b, pn_layer_buffer_by_name(l, "running_mean"),
-                               pn_layer_buffer_by_name(l, "running_var"), training, st->momentum,
-                               st->eps);
+  pn_tensor *y = (st->relu ? pn_batch_norm_relu : pn_batch_norm)(
+      in[0], w, b, pn_layer_buffer_by_name(l, "running_mean"),
+      pn_layer_buffer_by_name(l, "running_var"), training, st->momentum, st->eps);
   if (!y) return PN_ERR_INTERNAL;
   pn_status s = training ? count_batch(l) : PN_OK;
   if (s != PN_OK) {
