@@ -16,19 +16,10 @@
 
 #include "testutil.h"
 
-static pn_config *config(const char *feature, const char *pairs) {
-  const pn_feature_info *f = pn_registry_find(feature);
-  if (!f) fail_msg("%s: %s", feature, pn_last_error());
-  pn_config *c = pn_config_new(f);
-  assert_non_null(c);
-  if (pairs && pn_config_set_list(c, pairs) != PN_OK) fail_msg("%s: %s", pairs, pn_last_error());
-  return c;
-}
-
 /* Builds with n_in per-sample inputs all of shape `in`... or the listed ones. */
 static pn_status try_layer_n(const char *feature, const char *name, const char *pairs,
                              const pn_shape *in, int n_in, pn_layer **l) {
-  pn_config *c = config(feature, pairs);
+  pn_config *c = tu_config(feature, pairs);
   pn_status s = pn_layer_create(feature, name, c, in, n_in, l);
   pn_config_free(c);
   return s;
@@ -291,7 +282,7 @@ static void test_bad_configs(void **state) {
   expect_error("concat", "k3", "axis=4", mixed, 1, "axis = 4", NULL);
   expect_error("batch_norm", "b1", NULL, (pn_shape[]){{0, {0}}}, 1, "[C]", "scalar");
   /* A value the manifest's range rejects never reaches build. */
-  pn_config *c = config("conv2d", NULL);
+  pn_config *c = tu_config("conv2d", NULL);
   assert_int_not_equal(pn_config_set(c, "stride", "[1, 0]"), PN_OK);
   pn_config_free(c);
 }
@@ -656,7 +647,7 @@ static void test_batch_norm_1d_and_errors(void **state) {
 
 static void gradcheck(const char *feature, const char *pairs, int ndim, const int64_t *dims) {
   pn_gradcheck_result r;
-  pn_config *c = config(feature, pairs);
+  pn_config *c = tu_config(feature, pairs);
   pn_shape in = pn_shape_make(ndim, dims);
   if (pn_gradcheck(feature, c, &in, 3, &r) != PN_OK)
     fail_msg("gradcheck %s %s: %s", feature, pairs ? pairs : "", pn_last_error());

@@ -15,19 +15,10 @@
 
 #include "testutil.h"
 
-static pn_config *config(const char *feature, const char *pairs) {
-  const pn_feature_info *f = pn_registry_find(feature);
-  if (!f) fail_msg("%s: %s", feature, pn_last_error());
-  pn_config *c = pn_config_new(f);
-  assert_non_null(c);
-  if (pairs && pn_config_set_list(c, pairs) != PN_OK) fail_msg("%s: %s", pairs, pn_last_error());
-  return c;
-}
-
 /* A layer for per-sample input [d0, d1...] (ndim dims). */
 static pn_layer *layer(const char *feature, const char *name, const char *pairs, int ndim,
                        const int64_t *dims) {
-  pn_config *c = config(feature, pairs);
+  pn_config *c = tu_config(feature, pairs);
   pn_shape in = pn_shape_make(ndim, dims);
   pn_layer *l = NULL;
   if (pn_layer_create(feature, name, c, &in, 1, &l) != PN_OK)
@@ -257,7 +248,7 @@ static void test_flatten(void **state) {
   assert_int_equal(o.dim[1], 12);
   pn_layer_free(l);
 
-  pn_config *c = config("flatten", "start_dim=4");
+  pn_config *c = tu_config("flatten", "start_dim=4");
   pn_shape s = pn_shape_make(3, in);
   assert_int_not_equal(pn_layer_create("flatten", "bad", c, &s, 1, &l), PN_OK);
   assert_non_null(strstr(pn_last_error(), "start_dim"));
@@ -324,7 +315,7 @@ static void test_dropout(void **state) {
   pn_layer_free(l);
   pn_tensor_unref(xt);
 
-  pn_config *c = config("dropout", "p=1");
+  pn_config *c = tu_config("dropout", "p=1");
   pn_shape s = pn_shape_make(1, &in);
   assert_int_not_equal(pn_layer_create("dropout", "d", c, &s, 1, &l), PN_OK);
   assert_non_null(strstr(pn_last_error(), "[0, 1)"));
@@ -334,7 +325,7 @@ static void test_dropout(void **state) {
 /* ------------------------------------------------------------ losses */
 
 static pn_loss *loss(const char *feature, const char *pairs) {
-  pn_config *c = pairs ? config(feature, pairs) : NULL;
+  pn_config *c = pairs ? tu_config(feature, pairs) : NULL;
   pn_loss *l = NULL;
   if (pn_loss_create(feature, c, &l) != PN_OK) fail_msg("%s: %s", feature, pn_last_error());
   pn_config_free(c);
@@ -470,7 +461,7 @@ static void test_cross_entropy_errors(void **state) {
   pn_loss_free(l);
   pn_tensor_unref(pred);
 
-  pn_config *c = config("cross_entropy", "label_smoothing=1");
+  pn_config *c = tu_config("cross_entropy", "label_smoothing=1");
   assert_int_not_equal(pn_loss_create("cross_entropy", c, &l), PN_OK);
   assert_non_null(strstr(pn_last_error(), "label_smoothing"));
   pn_config_free(c);
@@ -501,7 +492,7 @@ static void test_mse(void **state) {
 static void test_gradcheck_api(void **state) {
   (void)state;
   pn_gradcheck_result r;
-  pn_config *c = config("linear", "out=4");
+  pn_config *c = tu_config("linear", "out=4");
   int64_t d[2] = {3, 6};
   pn_shape in = pn_shape_make(2, d);
   assert_int_equal(pn_gradcheck("linear", c, &in, 5, &r), PN_OK);

@@ -12,18 +12,9 @@
 
 #include "testutil.h"
 
-static pn_config *config(const char *feature, const char *pairs) {
-  const pn_feature_info *f = pn_registry_find(feature);
-  if (!f) fail_msg("%s: %s", feature, pn_last_error());
-  pn_config *c = pn_config_new(f);
-  assert_non_null(c);
-  if (pairs && pn_config_set_list(c, pairs) != PN_OK) fail_msg("%s: %s", pairs, pn_last_error());
-  return c;
-}
-
 static void add_node(pn_model *m, const char *name, const char *feature, const char *pairs,
                      const char *const *inputs, int n_inputs) {
-  pn_config *c = config(feature, pairs);
+  pn_config *c = tu_config(feature, pairs);
   if (pn_model_add_node(m, name, feature, c, inputs, n_inputs) != PN_OK)
     fail_msg("%s: %s", name, pn_last_error());
   pn_config_free(c);
@@ -102,7 +93,7 @@ static void test_bad_graphs(void **state) {
   pn_shape in = pn_shape_make(1, &d);
   pn_model *m = NULL;
   assert_int_equal(pn_model_new(&in, &m), PN_OK);
-  pn_config *c = config("relu", NULL);
+  pn_config *c = tu_config("relu", NULL);
   const char *later[] = {"later"};
   assert_int_not_equal(pn_model_add_node(m, "a", "relu", c, later, 1), PN_OK);
   assert_non_null(strstr(pn_last_error(), "'later' is not an earlier node"));

@@ -74,3 +74,12 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 int tu_rmtree(const char *dir) { return nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
+
+pn_config *tu_config(const char *feature, const char *pairs) {
+  const pn_feature_info *f = pn_registry_find(feature);
+  if (!f) fail_msg("%s: %s", feature, pn_last_error());
+  pn_config *c = pn_config_new(f);
+  assert_non_null(c);
+  if (pairs && pn_config_set_list(c, pairs) != PN_OK) fail_msg("%s: %s", pairs, pn_last_error());
+  return c;
+}

@@ -20,4 +20,7 @@ int tu_rmtree(const char *dir);
 /* Fails with the op name and error when t is NULL. */
 pn_tensor *tu_check(pn_tensor *t, const char *what);
 
+/* A feature's config with "k=v,k=v" set, failing the test on error. */
+pn_config *tu_config(const char *feature, const char *pairs);
+
 #endif
