@@ -22,6 +22,8 @@
 
 #include <plugnet/plugnet.h>
 
+#include "benchutil.h"
+
 #define REPS 5
 
 typedef struct shape {
@@ -48,12 +50,6 @@ static const shape shapes[] = {
     {"dw 144x56x56 3x3", 144, 56, 56, 144, 3, 1, 1, 144},
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void die(const char *what) {
   fprintf(stderr, "bench_conv: %s: %s\n", what, pn_last_error());
   exit(1);
@@ -62,24 +58,6 @@ static void die(const char *what) {
 static pn_tensor *check(pn_tensor *t, const char *what) {
   if (!t) die(what);
   return t;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double best(const double *t, int n) {
-  double b = t[0];
-  for (int i = 1; i < n; i++) b = fmin(b, t[i]);
-  return b;
-}
-
-static double median_ratio(const double *ours, const double *peer, int n) {
-  double r[REPS];
-  for (int i = 0; i < n; i++) r[i] = peer[i] / ours[i];
-  qsort(r, (size_t)n, sizeof r[0], cmp_double);
-  return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
 }
 
 static float *random_floats(size_t n) {
@@ -92,17 +70,17 @@ static float *random_floats(size_t n) {
 /* The peer: one GEMM of the im2col product's size, on fixed operands. */
 static double time_sgemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c,
                          int inner) {
-  double t0 = now_s();
+  double t0 = bench_now_s();
   for (int i = 0; i < inner; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f,
                 a, (blasint)k, b, (blasint)n, 0.0f, c, (blasint)n);
-  return (now_s() - t0) / inner;
+  return (bench_now_s() - t0) / inner;
 }
 
 static double time_conv(pn_tensor *x, pn_tensor *w, const pn_conv2d_params *p, int inner) {
-  double t0 = now_s();
+  double t0 = bench_now_s();
   for (int i = 0; i < inner; i++) pn_tensor_unref(check(pn_conv2d(x, w, NULL, p), "conv2d"));
-  return (now_s() - t0) / inner;
+  return (bench_now_s() - t0) / inner;
 }
 
 static void bench_shape(pn_device *cpu, const shape *s, int64_t batch, int threads) {
@@ -130,12 +108,12 @@ static void bench_shape(pn_device *cpu, const shape *s, int64_t batch, int threa
     peer[r] = time_sgemm(m, n, k, a, b, c, inner);
     openblas_set_num_threads(1);
   }
-  double g = flops * 1e-9 / best(ours, REPS);
+  double g = flops * 1e-9 / bench_best(ours, REPS);
   if (a) {
-    double gp = flops * 1e-9 / best(peer, REPS);
+    double gp = flops * 1e-9 / bench_best(peer, REPS);
     printf("  %-24s %6lld %6lld %5lld  %8.1f GFLOP/s  %8.1f GFLOP/s  %5.1f %% (median %5.1f %%)\n",
            s->label, (long long)m, (long long)n, (long long)k, g, gp, 100.0 * g / gp,
-           100.0 * median_ratio(ours, peer, REPS));
+           100.0 * bench_median_ratio(ours, peer, REPS));
   } else {
     printf("  %-24s %20s  %8.1f GFLOP/s  (depthwise: no GEMM peer)\n", s->label, "", g);
   }

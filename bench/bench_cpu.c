@@ -24,14 +24,10 @@
 
 #include <plugnet/plugnet.h>
 
-#define REPS     7
-#define MAX_REPS 64
+#include "benchutil.h"
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define REPS     7
+#define MAX_REPS BENCH_MAX_REPS
 
 static void die(const char *what) {
   fprintf(stderr, "bench_cpu: %s: %s\n", what, pn_last_error());
@@ -43,33 +39,14 @@ static pn_tensor *check(pn_tensor *t, const char *what) {
   return t;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Median of peer_time[i] / our_time[i]: our speed relative to the peer. */
-static double median_ratio(const double *ours, const double *peer, int n) {
-  double r[MAX_REPS];
-  for (int i = 0; i < n; i++) r[i] = peer[i] / ours[i];
-  qsort(r, (size_t)n, sizeof r[0], cmp_double);
-  return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
-}
-
-static double best(const double *t, int n) {
-  double b = t[0];
-  for (int i = 1; i < n; i++) b = fmin(b, t[i]);
-  return b;
-}
-
 /* work: bytes or flops per run, so that figure = work / time. */
 static void row(const char *what, const char *unit, double work, const double *ours,
                 double peer_work, const double *peer, const char *peer_name, int n) {
-  double o = work / best(ours, n), p = peer_work / best(peer, n);
+  double o = work / bench_best(ours, n), p = peer_work / bench_best(peer, n);
   double med[MAX_REPS];
   for (int i = 0; i < n; i++) med[i] = ours[i] / work * peer_work;
   printf("  %-30s %8.2f %-7s  %-22s %8.2f %-7s  ratio %5.1f %% (median %5.1f %%)\n", what, o, unit,
-         peer_name, p, unit, 100.0 * o / p, 100.0 * median_ratio(med, peer, n));
+         peer_name, p, unit, 100.0 * o / p, 100.0 * bench_median_ratio(med, peer, n));
 }
 
 /* ------------------------------------------------------------ matmul */
@@ -84,17 +61,17 @@ static void bench_matmul(pn_device *cpu, int64_t n) {
   int inner = n <= 512 ? 20 : 1;
   double ours[REPS], blas[REPS];
   for (int r = 0; r < REPS; r++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int i = 0; i < inner; i++) pn_tensor_unref(check(pn_matmul(a, b, 0, 0), "matmul"));
     /* The peer: OpenBLAS with its own threads, as a user would call it (the
      * cpu backend runs it single-threaded inside its pool instead). */
     openblas_set_num_threads(pn_threadpool_size(pn_threadpool_global()));
-    double t1 = now_s();
+    double t1 = bench_now_s();
     for (int i = 0; i < inner; i++)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)n, (blasint)n,
                   1.0f, pn_tensor_data(a), (blasint)n, pn_tensor_data(b), (blasint)n, 0.0f, c,
                   (blasint)n);
-    double t2 = now_s();
+    double t2 = bench_now_s();
     openblas_set_num_threads(1);
     ours[r] = (t1 - t0) / inner;
     blas[r] = (t2 - t1) / inner;
@@ -149,15 +126,15 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool) {
   /* Memory bandwidth on a shared machine swings from run to run: many
    * interleaved repetitions, so both sides see the same good moments. */
   for (int r = 0; r < R; r++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (add_into(a, b, o) != PN_OK) die("add");
-    double t1 = now_s();
+    double t1 = bench_now_s();
     pn_tensor_unref(check(pn_add(a, b), "pn_add"));
-    double t2 = now_s();
+    double t2 = bench_now_s();
     pn_threadpool_parallel_for(pool, (int64_t)bytes, 1 << 16, copy_slice, &job);
-    double t3 = now_s();
+    double t3 = bench_now_s();
     memcpy(dst, pn_tensor_data(a), bytes);
-    double t4 = now_s();
+    double t4 = bench_now_s();
     t_add[r] = t1 - t0;
     t_new[r] = t2 - t1;
     t_cpy[r] = t3 - t2;
@@ -167,7 +144,7 @@ static void bench_add(pn_device *cpu, pn_threadpool *pool) {
   row("add 10M, preallocated out", "GB/s", add_gb, t_add, cpy_gb, t_cpy, "memcpy, same threads", R);
   row("pn_add 10M (allocates out)", "GB/s", add_gb, t_new, cpy_gb, t_cpy, "memcpy, same threads",
       R);
-  printf("  (memcpy on one thread: %.2f GB/s)\n", cpy_gb / best(t_cpy1, R));
+  printf("  (memcpy on one thread: %.2f GB/s)\n", cpy_gb / bench_best(t_cpy1, R));
   free(dst);
   pn_tensor_unref(a);
   pn_tensor_unref(b);
@@ -190,17 +167,17 @@ static void bench_dispatch(pn_device *cpu) {
   double t_op = INFINITY, t_call = INFINITY, t_malloc = INFINITY;
   float o;
   for (int r = 0; r < REPS; r++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int i = 0; i < iters; i++) pn_tensor_unref(pn_add(a, b));
-    double t1 = now_s();
+    double t1 = bench_now_s();
     for (int i = 0; i < iters; i++) add_one(&o, &one, &two);
-    double t2 = now_s();
+    double t2 = bench_now_s();
     for (int i = 0; i < iters; i++) {
       float *p = malloc(sizeof *p);
       add_one(p, &one, &two);
       free(p);
     }
-    double t3 = now_s();
+    double t3 = bench_now_s();
     t_op = fmin(t_op, (t1 - t0) / iters);
     t_call = fmin(t_call, (t2 - t1) / iters);
     t_malloc = fmin(t_malloc, (t3 - t2) / iters);

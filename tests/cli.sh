@@ -2,24 +2,7 @@
 # The `plugnet` command as a user runs it: listings, inspection, and one-line
 # errors with a non-zero exit for bad input.
 set -u
-top=${PN_TOP_BUILDDIR:-.}
-src=${PN_TOP_SRCDIR:-.}
-cli="$top/core/cli/plugnet"
-out=$(mktemp) err=$(mktemp)
-trap 'rm -f "$out" "$err"' EXIT
-failures=0
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; failures=$((failures + 1)); }
-
-# expect STATUS PATTERN-IN-STDOUT-OR-STDERR -- ARGS...
-expect() {
-  want=$1 pattern=$2
-  shift 3
-  "$cli" "$@" >"$out" 2>"$err"
-  got=$?
-  [ "$got" -eq "$want" ] || { fail "plugnet $* exited $got, wanted $want"; return; }
-  cat "$out" "$err" | grep -q -- "$pattern" || fail "plugnet $*: no '$pattern' in output"
-}
+. "${PN_TOP_SRCDIR:-.}/tests/cli_expect.sh"
 
 expect 0 "cpu *backend" -- plugins
 expect 0 "reference *backend" -- plugins

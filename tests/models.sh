@@ -4,25 +4,8 @@
 # repeats, args, includes and outputs expand as documented, and a broken
 # model file gets a one-line error naming the file, line and column.
 set -u
-top=${PN_TOP_BUILDDIR:-.}
-src=${PN_TOP_SRCDIR:-.}
-cli="$top/core/cli/plugnet"
+. "${PN_TOP_SRCDIR:-.}/tests/cli_expect.sh"
 fx="$src/tests/fixtures/models"
-out=$(mktemp) err=$(mktemp)
-trap 'rm -f "$out" "$err"' EXIT
-failures=0
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; failures=$((failures + 1)); }
-
-# expect STATUS PATTERN -- ARGS...
-expect() {
-  want=$1 pattern=$2
-  shift 3
-  "$cli" "$@" >"$out" 2>"$err"
-  got=$?
-  [ "$got" -eq "$want" ] || { fail "plugnet $* exited $got, wanted $want"; return; }
-  cat "$out" "$err" | grep -q -- "$pattern" || fail "plugnet $*: no '$pattern' in output"
-}
 
 # torchvision's totals (sum of p.numel() for p in model.parameters()).
 expect 0 "Total params: 11,689,512" -- summary resnet18

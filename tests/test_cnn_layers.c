@@ -289,48 +289,33 @@ static void test_bad_configs(void **state) {
 
 /* ------------------------------------------------------------ init */
 
-static void moments(const pn_tensor *t, double *mean, double *std, double *maxabs) {
-  int64_t n = pn_tensor_numel(t);
-  float *h = tu_host(t);
-  double s = 0, s2 = 0, m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    s += h[i];
-    s2 += (double)h[i] * h[i];
-    if (fabs(h[i]) > m) m = fabs(h[i]);
-  }
-  free(h);
-  *mean = s / (double)n;
-  *std = sqrt(s2 / (double)n - *mean * *mean);
-  *maxabs = m;
-}
-
 static void test_conv_init(void **state) {
   (void)state;
   double mean, std, maxabs;
   /* fan_in = 16*3*3 = 144: U(-1/12, 1/12), std 1/(12 sqrt 3). */
   pn_layer *l = layer3("conv2d", "out=64,kernel=3", 16, 8, 8);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
   assert_true(maxabs <= 1.0 / 12.0 + 1e-7);
   assert_true(maxabs > 0.98 / 12.0);
   assert_true(fabs(mean) < 0.003);
   assert_true(fabs(std - 1.0 / (12.0 * sqrt(3.0))) < 0.002);
-  moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &maxabs);
+  tu_moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &maxabs);
   assert_true(maxabs <= 1.0 / 12.0 + 1e-7);
   assert_true(maxabs > 0.02);
   pn_layer_free(l);
 
   /* Grouped: fan_in counts C/groups. fan_in = 4*3*3 = 36: bound 1/6. */
   l = layer3("conv2d", "out=64,kernel=3,groups=4", 16, 8, 8);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
   assert_true(maxabs <= 1.0 / 6.0 + 1e-7 && maxabs > 0.98 / 6.0);
   pn_layer_free(l);
 
   /* fan_out = 64*3*3 = 576: N(0, sqrt(2/576)), zero bias. */
   l = layer3("conv2d", "out=64,kernel=3,init=kaiming_normal", 16, 8, 8);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &maxabs);
   assert_true(fabs(mean) < 0.004);
   assert_true(fabs(std / sqrt(2.0 / 576.0) - 1.0) < 0.05);
-  moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &maxabs);
+  tu_moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &maxabs);
   assert_true(maxabs == 0.0);
   pn_layer_free(l);
 

@@ -111,27 +111,12 @@ static void test_parameter_names(void **state) {
   pn_layer_free(l);
 }
 
-static void moments(const pn_tensor *t, double *mean, double *std, double *maxabs) {
-  int64_t n = pn_tensor_numel(t);
-  float *h = tu_host(t);
-  double s = 0, s2 = 0, m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    s += h[i];
-    s2 += (double)h[i] * h[i];
-    if (fabs(h[i]) > m) m = fabs(h[i]);
-  }
-  *mean = s / (double)n;
-  *std = sqrt(s2 / (double)n - *mean * *mean);
-  *maxabs = m;
-  free(h);
-}
-
 static void test_init_kaiming_normal(void **state) {
   (void)state;
   int64_t in = 512;
   pn_layer *l = layer("linear", "he", "out=256,init=kaiming_normal", 1, &in);
   double mean, std, m, want = sqrt(2.0 / 512.0);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
   assert_true(fabs(std - want) <= 0.05 * want);
   assert_true(fabs(mean) <= 0.05 * want);
   pn_layer_free(l);
@@ -142,18 +127,18 @@ static void test_init_uniform_bounds(void **state) {
   int64_t in = 512;
   double mean, std, m, bound = 1.0 / sqrt(512.0);
   pn_layer *l = layer("linear", "fc", "out=256", 1, &in); /* kaiming_uniform, PyTorch's default */
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
   assert_true(m <= bound);
   assert_true(m >= 0.99 * bound);                             /* fills the interval */
   assert_true(fabs(std - bound / sqrt(3.0)) <= 0.05 * bound); /* uniform's std */
-  moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
   assert_true(m <= bound);
   assert_true(m >= 0.9 * bound);
   pn_layer_free(l);
 
   l = layer("linear", "gl", "out=256,init=xavier", 1, &in);
   double xb = sqrt(6.0 / (512.0 + 256.0));
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
   assert_true(m <= xb && m >= 0.99 * xb);
   pn_layer_free(l);
 }
@@ -163,15 +148,15 @@ static void test_init_zeros_and_seeds(void **state) {
   int64_t in = 8;
   double mean, std, m;
   pn_layer *l = layer("linear", "z", "out=4,init=zeros", 1, &in);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
   assert_true(m == 0.0);
-  moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
   assert_true(m == 0.0);
   pn_layer_free(l);
   l = layer("linear", "zb", "out=4,bias_init=zeros", 1, &in);
-  moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "weight"), &mean, &std, &m);
   assert_true(m > 0.0);
-  moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
+  tu_moments(pn_layer_param_by_name(l, "bias"), &mean, &std, &m);
   assert_true(m == 0.0);
   pn_layer_free(l);
 

@@ -83,3 +83,18 @@ pn_config *tu_config(const char *feature, const char *pairs) {
   if (pairs && pn_config_set_list(c, pairs) != PN_OK) fail_msg("%s: %s", pairs, pn_last_error());
   return c;
 }
+
+void tu_moments(const pn_tensor *t, double *mean, double *std, double *maxabs) {
+  int64_t n = pn_tensor_numel(t);
+  float *h = tu_host(t);
+  double s = 0, s2 = 0, m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    s += h[i];
+    s2 += (double)h[i] * h[i];
+    if (fabs(h[i]) > m) m = fabs(h[i]);
+  }
+  free(h);
+  *mean = s / (double)n;
+  *std = sqrt(s2 / (double)n - *mean * *mean);
+  *maxabs = m;
+}

@@ -23,4 +23,7 @@ pn_tensor *tu_check(pn_tensor *t, const char *what);
 /* A feature's config with "k=v,k=v" set, failing the test on error. */
 pn_config *tu_config(const char *feature, const char *pairs);
 
+/* Mean, standard deviation and largest magnitude of a tensor's values. */
+void tu_moments(const pn_tensor *t, double *mean, double *std, double *maxabs);
+
 #endif

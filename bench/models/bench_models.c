@@ -13,20 +13,11 @@
 
 #include <plugnet/plugnet.h>
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "../benchutil.h"
 
 static int die(const char *what) {
   fprintf(stderr, "bench_models: %s: %s\n", what, pn_last_error());
   return 1;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 static pn_optimizer *sgd(pn_model *m) {
@@ -92,12 +83,12 @@ int main(int argc, char **argv) {
     return die("setup");
   double *t = calloc((size_t)reps + 1, sizeof *t);
   for (int r = -1; r < reps; r++) { /* one warm-up */
-    double t0 = now_s();
+    double t0 = bench_now_s();
     pn_status s = training ? train_step(m, loss, o, x, y) : infer(m, x);
     if (s != PN_OK) return die("step");
-    if (r >= 0) t[r] = now_s() - t0;
+    if (r >= 0) t[r] = bench_now_s() - t0;
   }
-  qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
   printf("%s %s batch %lld: best %.4f s, median %.4f s\n", name, argv[2], (long long)batch, t[0],
          t[reps / 2]);
   free(t);
