@@ -187,6 +187,18 @@ pn_config *pn_config_new(const pn_feature_info *feature) {
   return c;
 }
 
+pn_config *pn_config_clone(const pn_config *c) {
+  pn_config *copy = c ? pn_config_new(c->feature) : NULL;
+  for (int i = 0; copy && i < c->feature->n_params; i++) {
+    if (!c->v[i].has || !c->v[i].text) continue;
+    if (pn_config_set(copy, c->feature->params[i].name, c->v[i].text) != PN_OK) {
+      pn_config_free(copy);
+      return NULL;
+    }
+  }
+  return copy;
+}
+
 void pn_config_free(pn_config *c) {
   if (!c) return;
   for (int k = 0; k < c->feature->n_params; k++) value_clear(&c->v[k]);

@@ -9,6 +9,7 @@ struct pn_loader {
   int64_t *base;  /* the subset, in dataset order */
   int64_t *order; /* this epoch's order */
   int64_t n, batch, pos;
+  uint64_t aug_key; /* random transforms: a function of (seed, epoch) */
   int shuffle, drop_last;
   uint64_t seed;
   float *x;
@@ -105,6 +106,9 @@ void pn_loader_start(pn_loader *l, int64_t epoch, int64_t skip) {
   memcpy(l->order, l->base, sizeof *l->order * (size_t)l->n);
   if (l->shuffle) shuffle_indices(l->order, l->n, l->seed, (uint64_t)epoch);
   l->pos = skip * l->batch;
+  uint32_t r[4];
+  pn_philox4x32(l->seed ^ 0xA06E7A11ull, (uint64_t)epoch, r);
+  l->aug_key = ((uint64_t)r[0] << 32) | r[1];
 }
 
 /* Decodes straight into the batch tensors when the device's memory is host
@@ -122,7 +126,8 @@ pn_status pn_loader_next(pn_loader *l, pn_device *dev, pn_tensor **x, pn_tensor 
   pn_status s = *x && *y ? PN_OK : PN_ERR_NOMEM;
   float *xd = s == PN_OK ? pn_tensor_data(*x) : NULL;
   int64_t *yd = s == PN_OK ? pn_tensor_data(*y) : NULL;
-  if (s == PN_OK) s = pn_dataset_read(l->ds, l->order + l->pos, b, xd ? xd : l->x, yd ? yd : l->y);
+  if (s == PN_OK) s = pn_dataset_read_aug(l->ds, l->order + l->pos, b, l->aug_key, xd ? xd : l->x,
+                                         yd ? yd : l->y);
   if (s == PN_OK && !xd) s = pn_tensor_write(*x, l->x, pn_tensor_nbytes(*x));
   if (s == PN_OK && !yd) s = pn_tensor_write(*y, l->y, pn_tensor_nbytes(*y));
   if (s == PN_OK) {
@@ -133,4 +138,12 @@ pn_status pn_loader_next(pn_loader *l, pn_device *dev, pn_tensor **x, pn_tensor 
   pn_tensor_unref(*y);
   *x = *y = NULL;
   return s;
+}
+
+pn_status pn_split_stratified(pn_dataset *ds, double valid_fraction, uint64_t seed,
+                              int64_t **train, int64_t *n_train, int64_t **valid,
+                              int64_t *n_valid) {
+  /* STUB (issue 6): not stratified yet. */
+  return pn_split(pn_dataset_get_info(ds)->length, valid_fraction, seed, train, n_train, valid,
+                  n_valid);
 }

@@ -6,6 +6,7 @@
 #include <plugnet/model.h>
 #include <plugnet/pipeline.h>
 #include <plugnet/registry.h>
+#include <plugnet/transform.h>
 
 #include "featurecfg.h"
 #include "modeldef.h"
@@ -16,8 +17,8 @@
 static const char *const top_keys[] = {"pipeline", "seed",  "backend", "threads",
                                        "data",     "model", "loss",    "optimizer",
                                        "schedule", "train", "metrics", "checkpoint"};
-static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle"};
-static const char *const valid_keys[] = {"split"};
+static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle", "groups"};
+static const char *const valid_keys[] = {"split", "seed", "stratify", "transforms"};
 static const char *const train_keys[] = {"epochs", "progress"};
 static const char *const checkpoint_keys[] = {"path", "every"};
 static const char *const progress_modes[] = {"auto", "bar", "lines", "off"};
@@ -27,6 +28,7 @@ typedef struct ctx {
   pni_ydoc *doc;
   char *dir; /* the pipeline's directory, for relative paths */
   pn_pipeline *p;
+  int valid_seed_set;
 } ctx;
 
 /* ------------------------------------------------------------ small helpers */
@@ -84,6 +86,87 @@ static void feature_clear(pn_pipeline_feature *f) {
 /* ------------------------------------------------------------ sections */
 
 static const char *const feature_reserved[] = {"type"};
+static const char *const dataset_reserved[] = {"type", "transforms"};
+
+static void chain_clear(pn_pipeline_chain *ch) {
+  for (int i = 0; i < ch->n; i++) feature_clear(&ch->items[i]);
+  free(ch->items);
+  memset(ch, 0, sizeof *ch);
+}
+
+/* `transforms: [{type: resize, size: 146}, ...]` beside a dataset. */
+static pn_status parse_chain(ctx *c, const pni_ynode *map, const char *where,
+                             pn_pipeline_chain *out) {
+  const pni_ynode *seq = map && map->kind == PNI_YMAP ? pni_ymap_get(map, "transforms") : NULL;
+  if (!seq || pni_yis_null(seq)) return PN_OK;
+  char what[64];
+  snprintf(what, sizeof what, "%s.transforms", where);
+  PN_TRY(pni_yexpect(c->doc, seq, PNI_YSEQ, what));
+  if (!(out->items = calloc((size_t)seq->n + 1, sizeof *out->items))) return nomem();
+  for (int i = 0; i < seq->n; i++, out->n++) {
+    snprintf(what, sizeof what, "%s.transforms[%d]", where, i);
+    PN_TRY(parse_feature(c, seq->kids[i], "transform", what, feature_reserved, 1,
+                         &out->items[i]));
+  }
+  return PN_OK;
+}
+
+static pn_status parse_names(ctx *c, const pni_ynode *seq, const char *what, char ***out,
+                             int *n) {
+  PN_TRY(pni_yexpect(c->doc, seq, PNI_YSEQ, what));
+  if (!(*out = calloc((size_t)seq->n + 1, sizeof **out))) return nomem();
+  for (int i = 0; i < seq->n; i++, (*n)++) {
+    PN_TRY(pni_yexpect(c->doc, seq->kids[i], PNI_YSCALAR, what));
+    PN_TRY(dup_into(&(*out)[i], seq->kids[i]->text));
+  }
+  return PN_OK;
+}
+
+/* `groups: {recyclable: [glass, metal], other: [trash]}`. */
+static pn_status parse_groups(ctx *c, const pni_ynode *g) {
+  pn_pipeline *p = c->p;
+  if (!g || pni_yis_null(g)) return PN_OK;
+  PN_TRY(pni_yexpect(c->doc, g, PNI_YMAP, "data.groups"));
+  if (!(p->groups = calloc((size_t)g->n / 2 + 1, sizeof *p->groups))) return nomem();
+  for (int i = 0; i < g->n / 2; i++, p->n_groups++) {
+    pn_class_group *grp = &p->groups[i];
+    PN_TRY(dup_into(&grp->name, pni_ymap_key(g, i)->text));
+    PN_TRY(parse_names(c, pni_ymap_value(g, i), "data.groups: a group's classes", &grp->classes,
+                       &grp->n_classes));
+  }
+  return PN_OK;
+}
+
+static pn_status parse_valid(ctx *c, const pni_ynode *valid) {
+  pn_pipeline *p = c->p;
+  const pni_ynode *split = NULL, *seed = NULL, *strat = NULL;
+  if (valid->kind != PNI_YMAP)
+    return pni_yerror(c->doc, valid, PN_ERR_INVALID,
+                      "data.valid must be {split: FRACTION} or 'test' (validate on the test set)");
+  PN_TRY(pni_ycheck_keys(c->doc, valid, valid_keys, COUNT(valid_keys), "data.valid"));
+  PN_TRY(pni_yopt_scalar(c->doc, valid, "split", &split));
+  if (split) PN_TRY(pni_ydouble(c->doc, split, "split", &p->valid_split));
+  if (split && !(p->valid_split >= 0.0 && p->valid_split < 1.0))
+    return pni_yerror(c->doc, split, PN_ERR_INVALID, "split = %s must be in [0, 1)", split->text);
+  PN_TRY(pni_yopt_scalar(c->doc, valid, "seed", &seed));
+  int64_t v = 0;
+  if (seed) PN_TRY(pni_yint(c->doc, seed, "seed", &v));
+  if (seed) p->valid_seed = (uint64_t)v, c->valid_seed_set = 1;
+  PN_TRY(pni_yopt_scalar(c->doc, valid, "stratify", &strat));
+  if (strat) PN_TRY(pni_ybool(c->doc, strat, "stratify", &p->valid_stratify));
+  return parse_chain(c, valid, "data.valid", &p->valid_transforms);
+}
+
+static pn_status copy_chain(const pn_pipeline_chain *from, pn_pipeline_chain *to) {
+  if (!from->n || to->n) return PN_OK;
+  if (!(to->items = calloc((size_t)from->n, sizeof *to->items))) return nomem();
+  for (int i = 0; i < from->n; i++, to->n++) {
+    const pn_pipeline_feature *f = &from->items[i];
+    PN_TRY(dup_into(&to->items[i].feature, f->feature));
+    if (!(to->items[i].cfg = pn_config_clone(f->cfg))) return nomem();
+  }
+  return PN_OK;
+}
 
 static pn_status parse_data(ctx *c, const pni_ynode *data) {
   pn_pipeline *p = c->p;
@@ -92,26 +175,23 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
   PN_TRY(pni_ycheck_keys(c->doc, data, data_keys, COUNT(data_keys), "data"));
   const pni_ynode *train = pni_ymap_get(data, "train"), *test = pni_ymap_get(data, "test");
   if (!train) return pni_yerror(c->doc, data, PN_ERR_INVALID, "data: missing key 'train'");
-  PN_TRY(parse_feature(c, train, "data", "data.train", feature_reserved, 1, &p->train_data));
-  if (test && !pni_yis_null(test))
-    PN_TRY(parse_feature(c, test, "data", "data.test", feature_reserved, 1, &p->test_data));
-  const pni_ynode *valid = pni_ymap_get(data, "valid"), *split = NULL;
+  PN_TRY(parse_feature(c, train, "data", "data.train", dataset_reserved, 2, &p->train_data));
+  PN_TRY(parse_chain(c, train, "data.train", &p->train_transforms));
+  if (test && !pni_yis_null(test)) {
+    PN_TRY(parse_feature(c, test, "data", "data.test", dataset_reserved, 2, &p->test_data));
+    PN_TRY(parse_chain(c, test, "data.test", &p->test_transforms));
+  }
+  const pni_ynode *valid = pni_ymap_get(data, "valid");
   if (valid && valid->kind == PNI_YSCALAR && strcmp(valid->text, "test") == 0) {
     if (!p->test_data.feature)
       return pni_yerror(c->doc, valid, PN_ERR_INVALID,
                         "data.valid: test, but data.test is not set");
     p->valid_is_test = 1;
   } else if (valid && !pni_yis_null(valid)) {
-    if (valid->kind != PNI_YMAP)
-      return pni_yerror(
-          c->doc, valid, PN_ERR_INVALID,
-          "data.valid must be {split: FRACTION} or 'test' (validate on the test set)");
-    PN_TRY(pni_ycheck_keys(c->doc, valid, valid_keys, COUNT(valid_keys), "data.valid"));
-    PN_TRY(pni_yopt_scalar(c->doc, valid, "split", &split));
-    if (split) PN_TRY(pni_ydouble(c->doc, split, "split", &p->valid_split));
-    if (split && !(p->valid_split >= 0.0 && p->valid_split < 1.0))
-      return pni_yerror(c->doc, split, PN_ERR_INVALID, "split = %s must be in [0, 1)", split->text);
+    PN_TRY(parse_valid(c, valid));
   }
+  PN_TRY(copy_chain(&p->test_transforms, &p->valid_transforms));
+  PN_TRY(parse_groups(c, pni_ymap_get(data, "groups")));
   PN_TRY(opt_int(c, data, "batch", 1, &p->batch));
   const pni_ynode *sh = NULL;
   PN_TRY(pni_yopt_scalar(c->doc, data, "shuffle", &sh));
@@ -310,6 +390,29 @@ static void print_inputs(FILE *f, const pn_pipeline_feature *x, const char *prev
 }
 
 static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *name,
+                          const char *prev);
+
+static void print_chain(FILE *f, const char *indent, const pn_pipeline_chain *ch) {
+  if (!ch->n) return;
+  fprintf(f, "%stransforms:\n", indent);
+  for (int i = 0; i < ch->n; i++) {
+    fprintf(f, "%s  - ", indent);
+    print_feature(f, &ch->items[i], NULL, NULL);
+  }
+}
+
+static void print_groups(FILE *f, const pn_pipeline *p) {
+  if (!p->n_groups) return;
+  fputs("  groups:\n", f);
+  for (int i = 0; i < p->n_groups; i++) {
+    fprintf(f, "    %s: [", p->groups[i].name);
+    for (int k = 0; k < p->groups[i].n_classes; k++)
+      fprintf(f, "%s%s", k ? ", " : "", p->groups[i].classes[k]);
+    fputs("]\n", f);
+  }
+}
+
+static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *name,
                           const char *prev) {
   const pn_feature_info *info = pn_config_feature(x->cfg);
   fputc('{', f);
@@ -333,15 +436,20 @@ static void print_model_part(const pn_pipeline *p, FILE *f) {
   fprintf(f, "seed: %llu\nbackend: %s\nthreads: %d\ndata:\n  train: ", (unsigned long long)p->seed,
           p->backend, p->threads);
   print_feature(f, &p->train_data, NULL, NULL);
+  print_chain(f, "    ", &p->train_transforms);
   fputs("  test: ", f);
   if (p->test_data.feature)
     print_feature(f, &p->test_data, NULL, NULL);
   else
     fputs("~\n", f);
+  print_chain(f, "    ", &p->test_transforms);
   if (p->valid_is_test)
     fputs("  valid: test\n", f);
   else
-    fprintf(f, "  valid: {split: %g}\n", p->valid_split);
+    fprintf(f, "  valid:\n    split: %g\n    seed: %llu\n    stratify: %s\n", p->valid_split,
+            (unsigned long long)p->valid_seed, p->valid_stratify ? "true" : "false");
+  if (!p->valid_is_test) print_chain(f, "    ", &p->valid_transforms);
+  print_groups(f, p);
   fprintf(f, "  batch: %lld\n  shuffle: %s\nmodel:\n  input: ", (long long)p->batch,
           p->shuffle ? "true" : "false");
   if (p->input.ndim == 0) fputs("~  # from the data\n", f);
@@ -421,7 +529,7 @@ static pn_status set_defaults(pn_pipeline *p, const char *path) {
 
 pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overrides,
                            pn_pipeline **out) {
-  ctx c = {NULL, NULL, NULL};
+  ctx c = {NULL, NULL, NULL, 0};
   *out = NULL;
   PN_TRY(pn_registry_scan());
   PN_TRY(pni_ydoc_load(path, &c.doc));
@@ -432,6 +540,7 @@ pn_status pn_pipeline_load(const char *path, char *const *overrides, int n_overr
   free(copy);
   for (int i = 0; i < n_overrides && s == PN_OK; i++) s = apply_override(c.doc, overrides[i]);
   if (s == PN_OK) s = parse_top(&c);
+  if (s == PN_OK && !c.valid_seed_set) c.p->valid_seed = c.p->seed;
   if (s == PN_OK) s = compute_hash(c.p);
   pni_ydoc_free(c.doc);
   free(c.dir);
@@ -463,10 +572,38 @@ pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input, p
   return PN_OK;
 }
 
+pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
+                                 pn_transforms **out) {
+  const char **names = calloc((size_t)c->n + 1, sizeof *names);
+  const pn_config **cfgs = calloc((size_t)c->n + 1, sizeof *cfgs);
+  pn_status s = names && cfgs ? PN_OK : nomem();
+  for (int i = 0; i < c->n && s == PN_OK; i++) {
+    names[i] = c->items[i].feature;
+    cfgs[i] = c->items[i].cfg;
+  }
+  if (s == PN_OK) s = pn_transforms_new(names, cfgs, c->n, size_scale, out);
+  free(names);
+  free(cfgs);
+  return s;
+}
+
+static void groups_free(pn_pipeline *p) {
+  for (int i = 0; i < p->n_groups; i++) {
+    for (int k = 0; k < p->groups[i].n_classes; k++) free(p->groups[i].classes[k]);
+    free(p->groups[i].classes);
+    free(p->groups[i].name);
+  }
+  free(p->groups);
+}
+
 void pn_pipeline_free(pn_pipeline *p) {
   if (!p) return;
   feature_clear(&p->train_data);
   feature_clear(&p->test_data);
+  chain_clear(&p->train_transforms);
+  chain_clear(&p->valid_transforms);
+  chain_clear(&p->test_transforms);
+  groups_free(p);
   for (int i = 0; i < p->n_layers; i++) feature_clear(&p->layers[i]);
   free(p->layers);
   for (int i = 0; i < p->n_outputs; i++) free(p->outputs[i]);

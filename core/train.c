@@ -19,6 +19,8 @@ typedef struct run {
   int bar; /* progress as a redrawn bar (TTY) rather than lines */
   pn_device *dev;
   pn_dataset *train_ds, *test_ds;
+  pn_dataset *valid_ds; /* the training files seen through the validation transforms */
+  pn_transforms *train_tf, *valid_tf, *test_tf;
   pn_loader *train_ld, *valid_ld, *test_ld;
   pn_model *model;
   pn_loss *loss;
@@ -50,7 +52,11 @@ static void run_free(run *r) {
   pn_loader_free(r->valid_ld);
   pn_loader_free(r->test_ld);
   pn_dataset_close(r->train_ds);
+  pn_dataset_close(r->valid_ds);
   pn_dataset_close(r->test_ds);
+  pn_transforms_free(r->train_tf);
+  pn_transforms_free(r->valid_tf);
+  pn_transforms_free(r->test_tf);
   pn_optimizer_free(r->opt);
   pn_schedule_free(r->sched);
   pn_loss_free(r->loss);
@@ -100,16 +106,54 @@ static pn_status open_datasets(run *r) {
   return s;
 }
 
+/* An image set's samples become tensors through its transforms; any other
+ * set takes none. */
+static pn_status attach(pn_dataset *ds, const pn_pipeline_chain *c, const char *where,
+                        double size_scale, pn_transforms **tf) {
+  if (!ds) return PN_OK;
+  if (!pn_dataset_is_image(ds)) {
+    if (!c->n) return PN_OK;
+    return pn_error(PN_ERR_INVALID, "%s.transforms: this data set is not an image set", where);
+  }
+  if (!c->n)
+    return pn_error(PN_ERR_INVALID,
+                    "%s: image sets need transforms that make every image one size, e.g. "
+                    "transforms: [{type: resize, size: 146}, {type: center_crop, size: 128}]",
+                    where);
+  pn_transforms_free(*tf);
+  *tf = NULL;
+  PN_TRY(pn_pipeline_transforms(c, size_scale, tf));
+  return pn_dataset_set_transforms(ds, *tf);
+}
+
+static pn_status attach_transforms(run *r, double size_scale) {
+  const pn_pipeline *p = r->p;
+  PN_TRY(attach(r->train_ds, &p->train_transforms, "data.train", size_scale, &r->train_tf));
+  if (r->valid_ds)
+    PN_TRY(attach(r->valid_ds, &p->valid_transforms, "data.valid", size_scale, &r->valid_tf));
+  return attach(r->test_ds, &p->test_transforms, "data.test", size_scale, &r->test_tf);
+}
+
+static pn_status split(run *r, int64_t **tr, int64_t *n_tr, int64_t **va, int64_t *n_va) {
+  const pn_pipeline *p = r->p;
+  if (p->valid_stratify)
+    return pn_split_stratified(r->train_ds, p->valid_split, p->valid_seed, tr, n_tr, va, n_va);
+  int64_t n = pn_dataset_get_info(r->train_ds)->length;
+  return pn_split(n, p->valid_split, p->valid_seed, tr, n_tr, va, n_va);
+}
+
 static pn_status setup_data(run *r) {
   const pn_pipeline *p = r->p;
   int64_t *tr = NULL, *va = NULL, n_tr = 0, n_va = 0;
   PN_TRY(open_datasets(r));
-  int64_t n = pn_dataset_get_info(r->train_ds)->length;
-  PN_TRY(pn_split(n, p->valid_split, p->seed, &tr, &n_tr, &va, &n_va));
-  pn_status s =
-      pn_loader_new(r->train_ds, tr, n_tr, p->batch, p->shuffle, p->seed, 0, &r->train_ld);
+  PN_TRY(split(r, &tr, &n_tr, &va, &n_va));
+  pn_dataset *vds = r->train_ds;
+  if (n_va > 0 && pn_dataset_is_image(r->train_ds)) vds = r->valid_ds = pn_dataset_share(vds);
+  pn_status s = vds ? attach_transforms(r, 1.0) : pn_error(PN_ERR_NOMEM, "out of memory");
+  if (s == PN_OK)
+    s = pn_loader_new(r->train_ds, tr, n_tr, p->batch, p->shuffle, p->seed, 0, &r->train_ld);
   if (s == PN_OK && n_va > 0)
-    s = pn_loader_new(r->train_ds, va, n_va, p->batch, 0, p->seed, 0, &r->valid_ld);
+    s = pn_loader_new(vds, va, n_va, p->batch, 0, p->seed, 0, &r->valid_ld);
   free(tr);
   free(va);
   PN_TRY(s);

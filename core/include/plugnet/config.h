@@ -36,6 +36,8 @@ typedef struct pn_config pn_config;
 /* A config holding every parameter's default. */
 pn_config *pn_config_new(const pn_feature_info *feature);
 void pn_config_free(pn_config *c);
+/* Another config with the same values (NULL when out of memory). */
+pn_config *pn_config_clone(const pn_config *c);
 /* Sets `key` from its text form, checking type, range and choices. An
  * unknown key is an error suggesting the nearest valid one. */
 pn_status pn_config_set(pn_config *c, const char *key, const char *value);

@@ -33,6 +33,12 @@ pn_status pn_loader_next(pn_loader *l, pn_device *dev, pn_tensor **x, pn_tensor 
 pn_status pn_split(int64_t n, double valid_fraction, uint64_t seed, int64_t **train,
                    int64_t *n_train, int64_t **valid, int64_t *n_valid);
 
+/* As pn_split, each class split in the same proportion (targets from the
+ * dataset, probed without decoding where it can). */
+pn_status pn_split_stratified(pn_dataset *ds, double valid_fraction, uint64_t seed,
+                              int64_t **train, int64_t *n_train, int64_t **valid,
+                              int64_t *n_valid);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,6 +24,19 @@ typedef struct pn_pipeline_feature {
   int n_inputs;
 } pn_pipeline_feature;
 
+/* Transforms for one set, in the order written (data.train.transforms ...). */
+typedef struct pn_pipeline_chain {
+  pn_pipeline_feature *items;
+  int n;
+} pn_pipeline_chain;
+
+/* Classes reported together by predict (data.groups: {recyclable: [glass, ...]}). */
+typedef struct pn_class_group {
+  char *name;
+  char **classes;
+  int n_classes;
+} pn_class_group;
+
 typedef struct pn_pipeline {
   char *file; /* as given */
   char *name;
@@ -32,7 +45,14 @@ typedef struct pn_pipeline {
   int threads;   /* 0: one per physical core */
   /* data */
   pn_pipeline_feature train_data, test_data;
-  double valid_split; /* fraction of train held out, 0 for none */
+  pn_pipeline_chain train_transforms;
+  pn_pipeline_chain valid_transforms; /* data.valid's, else data.test's */
+  pn_pipeline_chain test_transforms;
+  double valid_split;   /* fraction of train held out, 0 for none */
+  uint64_t valid_seed;  /* the split's seed: data.valid.seed, else the pipeline's */
+  int valid_stratify;   /* each class split in the same proportion */
+  pn_class_group *groups;
+  int n_groups;
   int valid_is_test;  /* `valid: test`: the per-epoch table uses the test set */
   int64_t batch;
   int shuffle;
@@ -67,6 +87,10 @@ void pn_pipeline_free(pn_pipeline *p);
 struct pn_model;
 pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input,
                                   struct pn_model **out);
+/* A chain as transforms (transform.h); size_scale as pn_transforms_new. */
+struct pn_transforms;
+pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
+                                 struct pn_transforms **out);
 /* Writes the resolved pipeline as YAML, every default shown. */
 void pn_pipeline_print(const pn_pipeline *p, FILE *f);
 

@@ -16,6 +16,8 @@
 #include <plugnet/topology.h>
 #include <plugnet/threadpool.h>
 #include <plugnet/checkpoint.h>
+#include <plugnet/image.h>
+#include <plugnet/transform.h>
 #include <plugnet/data.h>
 #include <plugnet/loader.h>
 #include <plugnet/loss.h>
