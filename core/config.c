@@ -16,6 +16,8 @@ typedef struct param_value {
   int b;
   int64_t *ints;
   int n_ints;
+  double *floats;
+  int n_floats;
 } param_value;
 
 struct pn_config {
@@ -26,12 +28,15 @@ struct pn_config {
 static void value_clear(param_value *v) {
   free(v->text);
   free(v->ints);
+  free(v->floats);
   memset(v, 0, sizeof *v);
 }
 
-/* "[3, 3]", "3,3", "3 3" and "3" all give a list. */
-static int parse_ints(const char *text, int64_t **out, int *n) {
-  *out = NULL;
+/* "[3, 3]", "3,3", "3 3" and "3" all give a list; `as_float` reads numbers
+ * into *fout instead of integers into *out. */
+static int parse_list(const char *text, int as_float, int64_t **out, double **fout, int *n) {
+  if (out) *out = NULL;
+  if (fout) *fout = NULL;
   *n = 0;
   char *s = strdup(text), *p = s;
   if (!s) return 0;
@@ -45,16 +50,23 @@ static int parse_ints(const char *text, int64_t **out, int *n) {
     end--;
   }
   *end = '\0';
-  int64_t *vals = malloc(sizeof *vals * (strlen(p) / 2 + 1));
-  int ok = vals != NULL, count = 0;
+  size_t cap = strlen(p) / 2 + 1;
+  int64_t *vals = as_float ? NULL : malloc(sizeof *vals * cap);
+  double *fvals = as_float ? malloc(sizeof *fvals * cap) : NULL;
+  int ok = vals || fvals, count = 0;
   for (char *save = NULL, *tok = strtok_r(p, ", \t", &save); ok && tok;
-       tok = strtok_r(NULL, ", \t", &save))
-    ok = pni_text_int(tok, &vals[count++]);
+       tok = strtok_r(NULL, ", \t", &save), count++)
+    ok = as_float ? pni_text_double(tok, &fvals[count]) : pni_text_int(tok, &vals[count]);
   free(s);
-  if (!ok) return free(vals), 0;
-  *out = vals;
+  if (!ok) return free(vals), free(fvals), 0;
+  if (out) *out = vals;
+  if (fout) *fout = fvals;
   *n = count;
   return 1;
+}
+
+static int parse_ints(const char *text, int64_t **out, int *n) {
+  return parse_list(text, 0, out, NULL, n);
 }
 
 static pn_status check_range(const pn_param_schema *p, const char *text, double x,
@@ -111,6 +123,26 @@ static pn_status check_ints(const pn_param_schema *p, const char *text, param_va
   return PN_OK;
 }
 
+static pn_status check_floats(const pn_param_schema *p, const char *text, param_value *v) {
+  double *vals;
+  int n;
+  if (!parse_list(text, 1, NULL, &vals, &n))
+    return pn_error(PN_ERR_INVALID, "%s = '%s' is not a list of numbers (e.g. [0.5, 1])", p->name,
+                    text);
+  pn_status s = PN_OK;
+  for (int k = 0; k < n && s == PN_OK; k++) {
+    char elem[32];
+    snprintf(elem, sizeof elem, "%g", vals[k]);
+    s = check_range(p, text, vals[k], elem);
+  }
+  if (s != PN_OK || !v) return free(vals), s;
+  v->floats = vals;
+  v->n_floats = n;
+  v->f = n ? vals[0] : 0;
+  v->i = (int64_t)v->f;
+  return PN_OK;
+}
+
 /* Parses text as p's type into v (which may be NULL to check only). */
 static pn_status parse_value(const pn_param_schema *p, const char *text, param_value *v) {
   param_value tmp = {0};
@@ -136,6 +168,7 @@ static pn_status parse_value(const pn_param_schema *p, const char *text, param_v
   case PN_PARAM_PATH: return PN_OK;
   case PN_PARAM_ENUM: return check_choice(p, text);
   case PN_PARAM_INTS: return check_ints(p, text, v == &tmp ? NULL : v);
+  case PN_PARAM_FLOATS: return check_floats(p, text, v == &tmp ? NULL : v);
   }
   return pn_error(PN_ERR_INTERNAL, "%s: unknown parameter type %d", p->name, (int)p->type);
 }
@@ -330,6 +363,17 @@ int pn_config_ints(const pn_config *c, const char *key, int64_t *out, int max) {
   }
   for (int k = 0; k < v->n_ints && k < max && out; k++) out[k] = v->ints[k];
   return v->n_ints;
+}
+
+int pn_config_floats(const pn_config *c, const char *key, double *out, int max) {
+  const param_value *v = get(c, key);
+  if (!v) return 0;
+  if (!v->floats) { /* a number read as a list of one */
+    if (max > 0 && out) out[0] = v->f;
+    return 1;
+  }
+  for (int k = 0; k < v->n_floats && k < max && out; k++) out[k] = v->floats[k];
+  return v->n_floats;
 }
 
 const char *pn_config_text(const pn_config *c, const char *key) {

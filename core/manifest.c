@@ -39,7 +39,8 @@ const char *const pni_feature_kinds[] = {"layer",    "backend", "loss",     "opt
                                          "schedule", "data",    "transform"};
 const int pni_n_feature_kinds = (int)(sizeof pni_feature_kinds / sizeof *pni_feature_kinds);
 
-static const char *const type_names[] = {"int", "float", "bool", "string", "enum", "ints", "path"};
+static const char *const type_names[] = {"int",  "float", "bool",  "string",
+                                            "enum", "ints",  "path", "floats"};
 #define N_TYPES ((int)(sizeof type_names / sizeof *type_names))
 
 static const char *const top_keys[] = {"plugin",  "version",     "abi",
@@ -102,7 +103,8 @@ static pn_status parse_type(const pni_ydoc *d, const pni_ynode *n, const char *w
     if (strcmp(n->text, type_names[t]) == 0) return *out = (pn_param_type)t, PN_OK;
   const char *near = pn_suggest(n->text, type_names, N_TYPES);
   return pni_yerror(d, n, PN_ERR_PARSE,
-                    "unknown type '%s' for %s%s%s%s (types: int, float, bool, string, enum, ints)",
+                    "unknown type '%s' for %s%s%s%s (types: int, float, bool, string, enum, "
+                    "ints, path, floats)",
                     n->text, where, near ? " (did you mean '" : "", near ? near : "",
                     near ? "'?)" : "");
 }
@@ -131,7 +133,7 @@ static pn_status default_text(const pni_ydoc *d, const pni_ynode *n, const pn_pa
   *out = NULL;
   if (pni_yis_null(n)) return PN_OK;
   if (n->kind == PNI_YSCALAR) return dup_text(d, n, out);
-  if (p->type != PN_PARAM_INTS || n->kind != PNI_YSEQ)
+  if ((p->type != PN_PARAM_INTS && p->type != PN_PARAM_FLOATS) || n->kind != PNI_YSEQ)
     return pni_yerror(d, n, PN_ERR_PARSE, "the default of %s must be a scalar, not %s", where,
                       pni_ykind_name(n->kind));
   for (int i = 0; i < n->n; i++)
@@ -143,9 +145,10 @@ static pn_status parse_bound(const pni_ydoc *d, const pni_ynode *map, const char
                              const pn_param_schema *p, const char *where, int *has, double *v) {
   const pni_ynode *n = pni_ymap_get(map, key);
   if (!n || pni_yis_null(n)) return PN_OK;
-  if (p->type != PN_PARAM_INT && p->type != PN_PARAM_FLOAT && p->type != PN_PARAM_INTS)
+  if (p->type != PN_PARAM_INT && p->type != PN_PARAM_FLOAT && p->type != PN_PARAM_INTS &&
+      p->type != PN_PARAM_FLOATS)
     return pni_yerror(d, pni_ymap_key_node(map, key), PN_ERR_PARSE,
-                      "'%s' does not apply to %s (type %s): only int, float and ints have a range",
+                      "'%s' does not apply to %s (type %s): only numbers and lists of them have a range",
                       key, where, type_names[p->type]);
   PN_TRY(pni_ydouble(d, n, key, v));
   *has = 1;

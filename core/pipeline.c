@@ -423,7 +423,7 @@ static void print_feature(FILE *f, const pn_pipeline_feature *x, const char *nam
     const char *v = pn_config_text(x->cfg, info->params[i].name);
     if (!v) continue;
     fprintf(f, ", %s: ", info->params[i].name);
-    if (info->params[i].type == PN_PARAM_INTS)
+    if (info->params[i].type == PN_PARAM_INTS || info->params[i].type == PN_PARAM_FLOATS)
       fputs(v, f);
     else
       print_text(f, v);

@@ -86,8 +86,9 @@ static void range_text(const pn_param_schema *p, char *out, size_t n) {
 }
 
 static const char *type_text(pn_param_type t) {
-  static const char *const names[] = {"int", "float", "bool", "string", "enum", "ints"};
-  return (int)t >= 0 && (int)t < 6 ? names[t] : "?";
+  static const char *const names[] = {"int", "float", "bool", "string",
+                                      "enum", "ints",  "path", "floats"};
+  return (int)t >= 0 && (int)t < 8 ? names[t] : "?";
 }
 
 static void print_feature(const pn_feature_info *f) {

@@ -17,7 +17,8 @@ typedef enum pn_param_type {
   PN_PARAM_STRING,
   PN_PARAM_ENUM, /* a string from `choices` */
   PN_PARAM_INTS, /* a list of ints, e.g. a kernel size [3, 3] */
-  PN_PARAM_PATH  /* a file name: relative ones are taken from the pipeline's directory */
+  PN_PARAM_PATH, /* a file name: relative ones are taken from the pipeline's directory */
+  PN_PARAM_FLOATS /* a list of numbers, e.g. a mean per channel [0.485, 0.456, 0.406] */
 } pn_param_type;
 
 typedef struct pn_param_schema {
@@ -55,6 +56,8 @@ const char *pn_config_str(const pn_config *c, const char *key);
 const char *pn_config_text(const pn_config *c, const char *key);
 /* Copies up to max ints into out; returns how many the value holds. */
 int pn_config_ints(const pn_config *c, const char *key, int64_t *out, int max);
+/* Copies up to max numbers into out; returns how many the value holds. */
+int pn_config_floats(const pn_config *c, const char *key, double *out, int max);
 const pn_feature_info *pn_config_feature(const pn_config *c);
 
 #ifdef __cplusplus
