@@ -17,9 +17,11 @@
 static const char *const top_keys[] = {"pipeline", "seed",  "backend", "threads",
                                        "data",     "model", "loss",    "optimizer",
                                        "schedule", "train", "metrics", "checkpoint"};
-static const char *const data_keys[] = {"train", "test", "valid", "batch", "shuffle", "groups"};
+static const char *const data_keys[] = {"train",   "test",   "valid",  "batch",
+                                        "shuffle", "groups", "workers"};
 static const char *const valid_keys[] = {"split", "seed", "stratify", "transforms"};
-static const char *const train_keys[] = {"epochs", "progress"};
+static const char *const train_keys[] = {"epochs", "progress", "train_bn", "groups", "stages"};
+static const char *const stage_keys[] = {"epochs", "freeze", "lr", "size", "schedule"};
 static const char *const checkpoint_keys[] = {"path", "every"};
 static const char *const progress_modes[] = {"auto", "bar", "lines", "off"};
 static const char *const metric_names[] = {"accuracy", "error_rate"};
@@ -127,8 +129,8 @@ static pn_status parse_groups(ctx *c, const pni_ynode *g) {
   pn_pipeline *p = c->p;
   if (!g || pni_yis_null(g)) return PN_OK;
   PN_TRY(pni_yexpect(c->doc, g, PNI_YMAP, "data.groups"));
-  if (!(p->groups = calloc((size_t)g->n / 2 + 1, sizeof *p->groups))) return nomem();
-  for (int i = 0; i < g->n / 2; i++, p->n_groups++) {
+  if (!(p->groups = calloc((size_t)g->n + 1, sizeof *p->groups))) return nomem();
+  for (int i = 0; i < g->n; i++, p->n_groups++) {
     pn_class_group *grp = &p->groups[i];
     PN_TRY(dup_into(&grp->name, pni_ymap_key(g, i)->text));
     PN_TRY(parse_names(c, pni_ymap_value(g, i), "data.groups: a group's classes", &grp->classes,
@@ -193,6 +195,9 @@ static pn_status parse_data(ctx *c, const pni_ynode *data) {
   PN_TRY(copy_chain(&p->test_transforms, &p->valid_transforms));
   PN_TRY(parse_groups(c, pni_ymap_get(data, "groups")));
   PN_TRY(opt_int(c, data, "batch", 1, &p->batch));
+  int64_t workers = p->data_workers;
+  PN_TRY(opt_int(c, data, "workers", 0, &workers));
+  p->data_workers = (int)workers;
   const pni_ynode *sh = NULL;
   PN_TRY(pni_yopt_scalar(c->doc, data, "shuffle", &sh));
   return sh ? pni_ybool(c->doc, sh, "shuffle", &p->shuffle) : PN_OK;
@@ -248,12 +253,208 @@ static pn_status parse_metrics(ctx *c, const pni_ynode *m) {
   return PN_OK;
 }
 
+/* ------------------------------------------------------------ train: groups and stages */
+
+/* Whether `prefix` is `name` or its start up to a "." ("layer1" of
+ * "layer1.0.conv1.weight", not of "layer10.weight"). */
+static int prefix_of(const char *prefix, const char *name) {
+  size_t n = strlen(prefix);
+  return strncmp(prefix, name, n) == 0 && (name[n] == '\0' || name[n] == '.');
+}
+
+int pn_pipeline_param_group(const pn_pipeline *p, const char *param) {
+  for (int g = 0; g < p->n_param_groups; g++)
+    for (int k = 0; k < p->param_groups[g].n_prefixes; k++)
+      if (prefix_of(p->param_groups[g].prefixes[k], param)) return g;
+  return p->n_param_groups - 1;
+}
+
+/* A scalar or a sequence of scalars, as a list of names. */
+static pn_status parse_name_or_names(ctx *c, const pni_ynode *n, const char *what, char ***out,
+                                     int *count) {
+  if (n->kind != PNI_YSCALAR) return parse_names(c, n, what, out, count);
+  if (!(*out = calloc(2, sizeof **out))) return nomem();
+  *count = 1;
+  return dup_into(&(*out)[0], n->text);
+}
+
+/* A prefix naming no node (nor a parameter inside one) is a typo: a group
+ * that silently holds nothing would leave the layers meant for it trainable. */
+static pn_status check_prefix(ctx *c, const pni_ynode *at, const char *prefix) {
+  const pn_pipeline *p = c->p;
+  for (int i = 0; i < p->n_layers; i++)
+    if (prefix_of(prefix, p->layers[i].name) || prefix_of(p->layers[i].name, prefix)) return PN_OK;
+  const char **names = calloc((size_t)p->n_layers + 1, sizeof *names);
+  if (!names) return nomem();
+  for (int i = 0; i < p->n_layers; i++) names[i] = p->layers[i].name;
+  const char *near = pn_suggest(prefix, names, p->n_layers);
+  pn_status s =
+      pni_yerror(c->doc, at, PN_ERR_INVALID, "train.groups: '%s' names no node of the model%s%s%s",
+                 prefix, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+  free(names);
+  return s;
+}
+
+/* `groups: {body: [conv1, layer1], head: [head]}`, in order. */
+static pn_status parse_param_groups(ctx *c, const pni_ynode *g) {
+  pn_pipeline *p = c->p;
+  if (!g || pni_yis_null(g)) return PN_OK;
+  PN_TRY(pni_yexpect(c->doc, g, PNI_YMAP, "train.groups"));
+  if (!(p->param_groups = calloc((size_t)g->n + 1, sizeof *p->param_groups))) return nomem();
+  for (int i = 0; i < g->n; i++) {
+    /* Counted before it is filled, so that a failure frees what it holds. */
+    pn_param_group *grp = &p->param_groups[p->n_param_groups++];
+    const pni_ynode *v = pni_ymap_value(g, i);
+    PN_TRY(dup_into(&grp->name, pni_ymap_key(g, i)->text));
+    PN_TRY(parse_name_or_names(c, v, "train.groups: a group's node names", &grp->prefixes,
+                               &grp->n_prefixes));
+    for (int k = 0; k < grp->n_prefixes; k++)
+      PN_TRY(check_prefix(c, v->kind == PNI_YSEQ ? v->kids[k] : v, grp->prefixes[k]));
+  }
+  return PN_OK;
+}
+
+int pn_stage_freezes(const pn_stage *st, const char *group) {
+  for (int k = 0; k < st->n_freeze; k++)
+    if (strcmp(st->freeze[k], group) == 0) return 1;
+  return 0;
+}
+
+static int group_index(const pn_pipeline *p, const char *name) {
+  for (int g = 0; g < p->n_param_groups; g++)
+    if (strcmp(p->param_groups[g].name, name) == 0) return g;
+  return -1;
+}
+
+static pn_status unknown_group(ctx *c, const pni_ynode *at, const char *where, const char *name) {
+  const pn_pipeline *p = c->p;
+  if (!p->n_param_groups)
+    return pni_yerror(c->doc, at, PN_ERR_INVALID,
+                      "%s.freeze: '%s' is not a group: define train.groups first, e.g. "
+                      "groups: {body: [conv1, layer1], head: [fc]}",
+                      where, name);
+  const char **names = calloc((size_t)p->n_param_groups, sizeof *names);
+  if (!names) return nomem();
+  for (int g = 0; g < p->n_param_groups; g++) names[g] = p->param_groups[g].name;
+  const char *near = pn_suggest(name, names, p->n_param_groups);
+  if (!near) near = names[0]; /* the nearest valid name, even when far */
+  pn_status s = pni_yerror(c->doc, at, PN_ERR_INVALID,
+                           "%s.freeze: unknown group '%s' (did you mean '%s'?)", where, name, near);
+  free(names);
+  return s;
+}
+
+static pn_status parse_freeze(ctx *c, const pni_ynode *n, const char *where, pn_stage *st) {
+  if (!n || pni_yis_null(n)) return PN_OK;
+  PN_TRY(parse_name_or_names(c, n, "a stage's freeze", &st->freeze, &st->n_freeze));
+  for (int k = 0; k < st->n_freeze; k++)
+    if (group_index(c->p, st->freeze[k]) < 0)
+      return unknown_group(c, n->kind == PNI_YSEQ ? n->kids[k] : n, where, st->freeze[k]);
+  /* Freezing every group would leave nothing to train (batch-norm aside). */
+  int open = 0;
+  for (int g = 0; g < c->p->n_param_groups; g++)
+    open += !pn_stage_freezes(st, c->p->param_groups[g].name);
+  if (st->n_freeze && !open)
+    return pni_yerror(c->doc, n, PN_ERR_INVALID,
+                      "%s.freeze: every group is frozen: nothing would train", where);
+  return PN_OK;
+}
+
+/* `lr: 1e-3` or `lr: [1e-6, 1e-4]` (fastai's slice(lo, hi)). */
+static pn_status parse_stage_lr(ctx *c, const pni_ynode *n, const char *where, pn_stage *st) {
+  char what[64];
+  snprintf(what, sizeof what, "%s.lr", where);
+  if (!n || pni_yis_null(n)) return PN_OK;
+  int pair = n->kind == PNI_YSEQ && n->n == 2 && n->kids[0]->kind == PNI_YSCALAR &&
+             n->kids[1]->kind == PNI_YSCALAR;
+  if (n->kind == PNI_YSCALAR) {
+    PN_TRY(pni_ydouble(c->doc, n, what, &st->lr_hi));
+    st->lr_lo = st->lr_hi;
+  } else if (pair) {
+    PN_TRY(pni_ydouble(c->doc, n->kids[0], what, &st->lr_lo));
+    PN_TRY(pni_ydouble(c->doc, n->kids[1], what, &st->lr_hi));
+  } else {
+    return pni_yerror(c->doc, n, PN_ERR_INVALID,
+                      "%s must be a rate or [lo, hi] (lo for the first group, hi for the last)",
+                      what);
+  }
+  if (!(st->lr_lo > 0 && st->lr_hi > 0))
+    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must be positive", what);
+  return PN_OK;
+}
+
+static char *node_text(const pni_ynode *v) {
+  return v->kind == PNI_YSEQ ? pni_yseq_text(v) : v->kind == PNI_YSCALAR ? strdup(v->text) : NULL;
+}
+
+/* `schedule: {pct_start: 0.8}`: the pipeline's schedule with other values
+ * for this stage, checked now so a typo is reported where it was written. */
+static pn_status parse_stage_schedule(ctx *c, const pni_ynode *n, const char *where, pn_stage *st) {
+  if (!n || pni_yis_null(n)) return PN_OK;
+  if (!c->p->schedule.feature)
+    return pni_yerror(c->doc, n, PN_ERR_INVALID,
+                      "%s.schedule: the pipeline has no schedule to adjust", where);
+  PN_TRY(pni_yexpect(c->doc, n, PNI_YMAP, "a stage's schedule"));
+  if (!(st->schedule = pn_config_clone(c->p->schedule.cfg))) return nomem();
+  for (int i = 0; i < n->n; i++) {
+    const pni_ynode *k = pni_ymap_key(n, i), *v = pni_ymap_value(n, i);
+    char *text = node_text(v);
+    pn_status s = text ? pn_config_set(st->schedule, k->text, text) : PN_ERR_INVALID;
+    free(text);
+    if (s != PN_OK) {
+      char msg[512];
+      snprintf(msg, sizeof msg, "%s", v->kind == PNI_YMAP ? "expected a value" : pn_last_error());
+      return pni_yerror(c->doc, k, PN_ERR_INVALID, "%s.schedule: %s", where, msg);
+    }
+  }
+  return PN_OK;
+}
+
+static pn_status parse_stage(ctx *c, const pni_ynode *n, int i, pn_stage *st) {
+  char where[48];
+  const pni_ynode *e = NULL;
+  snprintf(where, sizeof where, "train.stages[%d]", i);
+  PN_TRY(pni_yexpect(c->doc, n, PNI_YMAP, where));
+  PN_TRY(pni_ycheck_keys(c->doc, n, stage_keys, COUNT(stage_keys), where));
+  PN_TRY(pni_yreq_scalar(c->doc, n, "epochs", where, &e));
+  PN_TRY(opt_int(c, n, "epochs", 1, &st->epochs));
+  PN_TRY(opt_int(c, n, "size", 1, &st->size));
+  PN_TRY(parse_freeze(c, pni_ymap_get(n, "freeze"), where, st));
+  PN_TRY(parse_stage_lr(c, pni_ymap_get(n, "lr"), where, st));
+  return parse_stage_schedule(c, pni_ymap_get(n, "schedule"), where, st);
+}
+
+static pn_status parse_stages(ctx *c, const pni_ynode *t) {
+  pn_pipeline *p = c->p;
+  const pni_ynode *seq = pni_ymap_get(t, "stages"), *ep = pni_ymap_key_node(t, "epochs");
+  if (!seq || pni_yis_null(seq)) return PN_OK;
+  PN_TRY(pni_yexpect(c->doc, seq, PNI_YSEQ, "train.stages"));
+  if (!seq->n) return pni_yerror(c->doc, seq, PN_ERR_INVALID, "train.stages is empty");
+  if (ep)
+    return pni_yerror(c->doc, ep, PN_ERR_INVALID,
+                      "train.epochs: a staged run takes its epochs from its stages; remove it "
+                      "or set train.stages.N.epochs");
+  if (!(p->stages = calloc((size_t)seq->n, sizeof *p->stages))) return nomem();
+  p->epochs = 0;
+  for (int i = 0; i < seq->n; i++) {
+    p->n_stages++; /* counted first: freed on failure */
+    PN_TRY(parse_stage(c, seq->kids[i], i, &p->stages[i]));
+    p->epochs += p->stages[i].epochs;
+  }
+  return PN_OK;
+}
+
 static pn_status parse_train(ctx *c, const pni_ynode *t) {
+  const pni_ynode *bn = NULL;
   if (!t || pni_yis_null(t)) return PN_OK;
   PN_TRY(pni_yexpect(c->doc, t, PNI_YMAP, "train"));
   PN_TRY(pni_ycheck_keys(c->doc, t, train_keys, COUNT(train_keys), "train"));
   PN_TRY(opt_int(c, t, "epochs", 1, &c->p->epochs));
-  return opt_choice(c, t, "progress", progress_modes, COUNT(progress_modes), &c->p->progress);
+  PN_TRY(opt_choice(c, t, "progress", progress_modes, COUNT(progress_modes), &c->p->progress));
+  PN_TRY(pni_yopt_scalar(c->doc, t, "train_bn", &bn));
+  if (bn) PN_TRY(pni_ybool(c->doc, bn, "train_bn", &c->p->train_bn));
+  PN_TRY(parse_param_groups(c, pni_ymap_get(t, "groups")));
+  return parse_stages(c, t);
 }
 
 static pn_status parse_checkpoint(ctx *c, const pni_ynode *k) {
@@ -475,10 +676,69 @@ static void print_model_part(const pn_pipeline *p, FILE *f) {
   }
 }
 
+static void print_names(FILE *f, char *const *names, int n) {
+  fputc('[', f);
+  for (int i = 0; i < n; i++) {
+    if (i) fputs(", ", f);
+    print_text(f, names[i]);
+  }
+  fputc(']', f);
+}
+
+/* The stage's schedule values that differ from the pipeline's. */
+static void print_stage_schedule(FILE *f, const pn_pipeline *p, const pn_config *cfg) {
+  const pn_feature_info *info = pn_config_feature(cfg);
+  int n = 0;
+  fputs(", schedule: {", f);
+  for (int i = 0; i < info->n_params; i++) {
+    const char *key = info->params[i].name, *v = pn_config_text(cfg, key);
+    const char *base = pn_config_text(p->schedule.cfg, key);
+    if (!v || (base && strcmp(v, base) == 0)) continue;
+    fprintf(f, "%s%s: %s", n++ ? ", " : "", key, v);
+  }
+  fputc('}', f);
+}
+
+static void print_stage(FILE *f, const pn_pipeline *p, const pn_stage *st) {
+  fprintf(f, "    - {epochs: %lld", (long long)st->epochs);
+  if (st->n_freeze) fputs(", freeze: ", f), print_names(f, st->freeze, st->n_freeze);
+  if (st->lr_hi > 0 && st->lr_lo == st->lr_hi) fprintf(f, ", lr: %.9g", st->lr_hi);
+  if (st->lr_hi > 0 && st->lr_lo != st->lr_hi)
+    fprintf(f, ", lr: [%.9g, %.9g]", st->lr_lo, st->lr_hi);
+  if (st->size) fprintf(f, ", size: %lld", (long long)st->size);
+  if (st->schedule) print_stage_schedule(f, p, st->schedule);
+  fputs("}\n", f);
+}
+
+/* Groups and stages: part of the hash when there are stages, since they
+ * decide what trains when and at which rate. */
+static void print_staging(const pn_pipeline *p, FILE *f) {
+  fprintf(f, "  train_bn: %s\n", p->train_bn ? "true" : "false");
+  if (p->n_param_groups) fputs("  groups:\n", f);
+  for (int g = 0; g < p->n_param_groups; g++) {
+    fprintf(f, "    %s: ", p->param_groups[g].name);
+    print_names(f, p->param_groups[g].prefixes, p->param_groups[g].n_prefixes);
+    fputc('\n', f);
+  }
+  if (p->n_stages) fputs("  stages:\n", f);
+  for (int i = 0; i < p->n_stages; i++) print_stage(f, p, &p->stages[i]);
+}
+
+static void print_train(const pn_pipeline *p, FILE *f) {
+  if (!p->n_stages && !p->n_param_groups) {
+    fprintf(f, "train: {epochs: %lld, progress: %s}\n", (long long)p->epochs, p->progress);
+    return;
+  }
+  fprintf(f, "train:\n  epochs: %lld%s\n  progress: %s\n", (long long)p->epochs,
+          p->n_stages ? "  # the stages' sum" : "", p->progress);
+  print_staging(p, f);
+}
+
 void pn_pipeline_print(const pn_pipeline *p, FILE *f) {
   fprintf(f, "# %s, resolved with every default\npipeline: %s\n", p->file, p->name);
   print_model_part(p, f);
-  fprintf(f, "train: {epochs: %lld, progress: %s}\nmetrics: [", (long long)p->epochs, p->progress);
+  print_train(p, f);
+  fputs("metrics: [", f);
   for (int i = 0; i < p->n_metrics; i++) fprintf(f, "%s%s", i ? ", " : "", p->metrics[i]);
   fputs("]\ncheckpoint: ", f);
   if (!p->checkpoint)
@@ -502,6 +762,7 @@ static pn_status compute_hash(pn_pipeline *p) {
   FILE *f = open_memstream(&buf, &len);
   if (!f) return nomem();
   print_model_part(p, f);
+  if (p->n_stages) print_staging(p, f);
   fclose(f);
   p->hash = fnv1a(buf, len);
   free(buf);
@@ -523,6 +784,7 @@ static pn_status set_defaults(pn_pipeline *p, const char *path) {
   p->batch = 64;
   p->shuffle = 1;
   p->epochs = 1;
+  p->train_bn = 1;
   p->checkpoint_every = 1;
   return s;
 }
@@ -596,6 +858,21 @@ static void groups_free(pn_pipeline *p) {
   free(p->groups);
 }
 
+static void staging_free(pn_pipeline *p) {
+  for (int g = 0; g < p->n_param_groups; g++) {
+    for (int k = 0; k < p->param_groups[g].n_prefixes; k++) free(p->param_groups[g].prefixes[k]);
+    free(p->param_groups[g].prefixes);
+    free(p->param_groups[g].name);
+  }
+  free(p->param_groups);
+  for (int i = 0; i < p->n_stages; i++) {
+    for (int k = 0; k < p->stages[i].n_freeze; k++) free(p->stages[i].freeze[k]);
+    free(p->stages[i].freeze);
+    pn_config_free(p->stages[i].schedule);
+  }
+  free(p->stages);
+}
+
 void pn_pipeline_free(pn_pipeline *p) {
   if (!p) return;
   feature_clear(&p->train_data);
@@ -613,6 +890,7 @@ void pn_pipeline_free(pn_pipeline *p) {
   feature_clear(&p->schedule);
   for (int i = 0; i < p->n_metrics; i++) free(p->metrics[i]);
   free(p->metrics);
+  staging_free(p);
   free(p->file), free(p->name), free(p->backend), free(p->progress), free(p->checkpoint);
   free(p);
 }

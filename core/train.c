@@ -26,7 +26,28 @@ typedef struct run {
   pn_loss *loss;
   pn_optimizer *opt;
   pn_schedule *sched;
-  int64_t first_epoch, skip_batches, total_steps;
+  int64_t first_epoch, skip_batches;
+  /* The split, kept to make the loaders anew when a stage resizes images. */
+  int64_t *train_idx, *valid_idx, n_train, n_valid;
+  int64_t width0;    /* the training images' width as the transforms say; 0: no images */
+  double size_scale; /* the transforms' current size_scale */
+  /* Stages; a run without them is one stage (`whole`) of p->epochs. */
+  const pn_stage *stages;
+  int n_stages;
+  pn_stage whole;
+  int stage;                /* the one being trained; -1 before the first */
+  int64_t stage_first_step; /* the optimizer step it began at */
+  int64_t total_steps;      /* its steps, over which the schedule runs */
+  pn_schedule *stage_sched; /* its own schedule (overridden values); NULL: r->sched */
+  double peak_lr;           /* its rate for the last group, before the schedule */
+  double last_lr;           /* the rate of the last step */
+  /* Optimizer slot k is model parameter slot_param[k], of group slot_group[k];
+   * slot_bn[k]: it belongs to a batch norm (trainable under train_bn). */
+  int *slot_param, *slot_group;
+  char *slot_bn;
+  int n_slots;
+  pn_train_step_fn on_step;
+  void *user;
 } run;
 
 typedef struct eval_result {
@@ -47,10 +68,15 @@ static double now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void run_free(run *r) {
+static void free_loaders(run *r) {
   pn_loader_free(r->train_ld);
   pn_loader_free(r->valid_ld);
   pn_loader_free(r->test_ld);
+  r->train_ld = r->valid_ld = r->test_ld = NULL;
+}
+
+static void run_free(run *r) {
+  free_loaders(r);
   pn_dataset_close(r->train_ds);
   pn_dataset_close(r->valid_ds);
   pn_dataset_close(r->test_ds);
@@ -59,8 +85,11 @@ static void run_free(run *r) {
   pn_transforms_free(r->test_tf);
   pn_optimizer_free(r->opt);
   pn_schedule_free(r->sched);
+  pn_schedule_free(r->stage_sched);
   pn_loss_free(r->loss);
   pn_model_free(r->model);
+  free(r->train_idx), free(r->valid_idx);
+  free(r->slot_param), free(r->slot_group), free(r->slot_bn);
 }
 
 /* ------------------------------------------------------------ setup */
@@ -142,25 +171,32 @@ static pn_status split(run *r, int64_t **tr, int64_t *n_tr, int64_t **va, int64_
   return pn_split(n, p->valid_split, p->valid_seed, tr, n_tr, va, n_va);
 }
 
-static pn_status setup_data(run *r) {
+static pn_status make_loaders(run *r) {
   const pn_pipeline *p = r->p;
-  int64_t *tr = NULL, *va = NULL, n_tr = 0, n_va = 0;
+  pn_dataset *vds = r->valid_ds ? r->valid_ds : r->train_ds;
+  PN_TRY(pn_loader_new(r->train_ds, r->train_idx, r->n_train, p->batch, p->shuffle, p->seed, 0,
+                       &r->train_ld));
+  if (r->n_valid > 0)
+    PN_TRY(pn_loader_new(vds, r->valid_idx, r->n_valid, p->batch, 0, p->seed, 0, &r->valid_ld));
+  if (r->test_ds)
+    PN_TRY(pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->test_ld));
+  if (r->test_ds && p->valid_is_test)
+    PN_TRY(pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->valid_ld));
+  pn_loader *ld[3] = {r->train_ld, r->valid_ld, r->test_ld};
+  for (int i = 0; i < 3; i++)
+    if (ld[i]) PN_TRY(pn_loader_set_workers(ld[i], p->data_workers, 0));
+  return PN_OK;
+}
+
+static pn_status setup_data(run *r) {
   PN_TRY(open_datasets(r));
-  PN_TRY(split(r, &tr, &n_tr, &va, &n_va));
-  pn_dataset *vds = r->train_ds;
-  if (n_va > 0 && pn_dataset_is_image(r->train_ds)) vds = r->valid_ds = pn_dataset_share(vds);
-  pn_status s = vds ? attach_transforms(r, 1.0) : pn_error(PN_ERR_NOMEM, "out of memory");
-  if (s == PN_OK)
-    s = pn_loader_new(r->train_ds, tr, n_tr, p->batch, p->shuffle, p->seed, 0, &r->train_ld);
-  if (s == PN_OK && n_va > 0)
-    s = pn_loader_new(vds, va, n_va, p->batch, 0, p->seed, 0, &r->valid_ld);
-  free(tr);
-  free(va);
-  PN_TRY(s);
-  if (!r->test_ds) return PN_OK;
-  PN_TRY(pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->test_ld));
-  if (!p->valid_is_test) return PN_OK;
-  return pn_loader_new(r->test_ds, NULL, 0, p->batch, 0, p->seed, 0, &r->valid_ld);
+  PN_TRY(split(r, &r->train_idx, &r->n_train, &r->valid_idx, &r->n_valid));
+  int image = pn_dataset_is_image(r->train_ds);
+  if (r->n_valid > 0 && image && !(r->valid_ds = pn_dataset_share(r->train_ds)))
+    return pn_error(PN_ERR_NOMEM, "out of memory");
+  PN_TRY(attach_transforms(r, 1.0));
+  if (image) r->width0 = pn_dataset_get_info(r->train_ds)->x_shape.dim[2];
+  return make_loaders(r);
 }
 
 static pn_status setup_model(run *r) {
@@ -171,23 +207,171 @@ static pn_status setup_model(run *r) {
   return pn_loss_create(p->loss.feature, p->loss.cfg, &r->loss);
 }
 
+static void add_slot(run *r, int param, int bn) {
+  const char *name = pn_model_param(r->model, param)->name;
+  int g = name ? pn_pipeline_param_group(r->p, name) : -1;
+  r->slot_param[r->n_slots] = param;
+  r->slot_group[r->n_slots] = g < 0 ? 0 : g;
+  r->slot_bn[r->n_slots++] = (char)bn;
+}
+
+/* The optimizer gets every parameter its layer made trainable; a stage
+ * freezes some by turning their gradients off, so slot k stays parameter
+ * slot_param[k] whatever is frozen. */
+static pn_status map_slots(run *r) {
+  const pn_model *m = r->model;
+  size_t n = (size_t)pn_model_param_count(m) + 1;
+  r->slot_param = calloc(n, sizeof *r->slot_param);
+  r->slot_group = calloc(n, sizeof *r->slot_group);
+  r->slot_bn = calloc(n, 1);
+  if (!r->slot_param || !r->slot_group || !r->slot_bn)
+    return pn_error(PN_ERR_NOMEM, "out of memory");
+  for (int l = 0, i = 0; l < pn_model_layer_count(m); l++) {
+    int bn = strcmp(pn_model_node_feature(m, l), "batch_norm") == 0;
+    for (int j = 0; j < pn_layer_param_count(pn_model_layer(m, l)); j++, i++)
+      if (pn_model_param_trainable(m, i)) add_slot(r, i, bn);
+  }
+  return PN_OK;
+}
+
 static pn_status setup_optimizer(run *r) {
   const pn_pipeline *p = r->p;
   if (!p->optimizer.feature)
     return pn_error(PN_ERR_INVALID, "%s: the pipeline has no optimizer", p->file);
-  int n = pn_model_param_count(r->model), k = 0;
-  pn_tensor **params = malloc(sizeof *params * (size_t)(n ? n : 1));
+  PN_TRY(map_slots(r));
+  pn_tensor **params = malloc(sizeof *params * (size_t)(r->n_slots + 1));
   if (!params) return pn_error(PN_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < n; i++)
-    if (pn_model_param_trainable(r->model, i)) params[k++] = pn_model_param(r->model, i);
-  pn_status s = pn_optimizer_create(p->optimizer.feature, p->optimizer.cfg, params, k, &r->opt);
+  for (int k = 0; k < r->n_slots; k++) params[k] = pn_model_param(r->model, r->slot_param[k]);
+  pn_status s =
+      pn_optimizer_create(p->optimizer.feature, p->optimizer.cfg, params, r->n_slots, &r->opt);
   free(params);
   PN_TRY(s);
   if (p->schedule.feature)
     PN_TRY(pn_schedule_create(p->schedule.feature, p->schedule.cfg, &r->sched));
-  r->total_steps = p->epochs * pn_loader_batches(r->train_ld);
   return PN_OK;
 }
+
+/* ------------------------------------------------------------ stages */
+
+static int64_t stage_first_epoch(const run *r, int s) {
+  int64_t e = 0;
+  for (int i = 0; i < s; i++) e += r->stages[i].epochs;
+  return e;
+}
+
+/* The stage that trains `epoch` (the last one for epochs past the end). */
+static int stage_of(const run *r, int64_t epoch) {
+  int s = 0;
+  for (int64_t end = r->stages[0].epochs; epoch >= end && s + 1 < r->n_stages;)
+    end += r->stages[++s].epochs;
+  return s;
+}
+
+/* Batch norms stay trainable in frozen groups under train_bn: fastai's
+ * default, since their statistics must follow the new data. */
+static int slot_frozen(const run *r, const pn_stage *st, int k) {
+  if (!st->n_freeze || (r->p->train_bn && r->slot_bn[k])) return 0;
+  return pn_stage_freezes(st, r->p->param_groups[r->slot_group[k]].name);
+}
+
+/* Frozen parameters stop requiring a gradient: autograd then records no op
+ * fed only by them and frozen inputs, so the frozen part costs no backward
+ * time, and the optimizer skips them (no update, no weight decay). */
+static void apply_freeze(run *r, const pn_stage *st) {
+  for (int k = 0; k < r->n_slots; k++) {
+    pn_tensor *t = pn_model_param(r->model, r->slot_param[k]);
+    pn_tensor_set_requires_grad(t, !slot_frozen(r, st, k));
+    pn_tensor_zero_grad(t);
+  }
+}
+
+/* fastai's slice(lo, hi) over n groups: lo for the first, hi for the last,
+ * geometric in between. */
+static double group_lr(const pn_stage *st, int g, int n) {
+  if (n < 2 || g >= n - 1) return st->lr_hi;
+  return st->lr_lo * pow(st->lr_hi / st->lr_lo, (double)g / (double)(n - 1));
+}
+
+/* Each step's rate is the last group's (peak_lr times the schedule's
+ * factor); the other groups get theirs as multipliers of it. */
+static void apply_lrs(run *r, const pn_stage *st) {
+  int n = r->p->n_param_groups;
+  r->peak_lr = st->lr_hi > 0 ? st->lr_hi : pn_optimizer_base_lr(r->opt);
+  for (int k = 0; k < r->n_slots; k++) {
+    double lr = st->lr_hi > 0 ? group_lr(st, r->slot_group[k], n) : r->peak_lr;
+    pn_optimizer_set_lr_mult(r->opt, k, r->peak_lr > 0 ? lr / r->peak_lr : 1.0);
+  }
+}
+
+/* A stage without a size keeps the one before it. */
+static int64_t stage_size(const run *r, int s) {
+  for (; s >= 0; s--)
+    if (r->stages[s].size) return r->stages[s].size;
+  return 0;
+}
+
+/* Progressive resizing: every `size` in the transforms is scaled so that
+ * training images come out `size` wide; the loaders are made anew since
+ * their batches change shape (a model ending in adaptive pooling takes
+ * any size). */
+static pn_status apply_size(run *r, int s) {
+  int64_t size = stage_size(r, s);
+  double scale = size && r->width0 ? (double)size / (double)r->width0 : 1.0;
+  if (scale == r->size_scale) return PN_OK;
+  free_loaders(r);
+  PN_TRY(attach_transforms(r, scale));
+  r->size_scale = scale;
+  return make_loaders(r);
+}
+
+static pn_status stage_schedule(run *r, const pn_stage *st) {
+  pn_schedule_free(r->stage_sched);
+  r->stage_sched = NULL;
+  if (!st->schedule) return PN_OK;
+  return pn_schedule_create(r->p->schedule.feature, st->schedule, &r->stage_sched);
+}
+
+/* A stage is one fit: the schedule runs over its own steps. */
+static pn_status enter_stage(run *r, int s) {
+  const pn_stage *st = &r->stages[s];
+  int64_t nb = pn_loader_batches(r->train_ld);
+  r->stage = s;
+  r->stage_first_step = stage_first_epoch(r, s) * nb;
+  r->total_steps = st->epochs * nb;
+  apply_freeze(r, st);
+  apply_lrs(r, st);
+  PN_TRY(apply_size(r, s));
+  return stage_schedule(r, st);
+}
+
+/* Sizes need images; checked before any training so a long first stage
+ * does not end in this error. */
+static pn_status check_stages(const run *r) {
+  for (int s = 0; s < r->n_stages; s++)
+    if (r->stages[s].size && !r->width0)
+      return pn_error(PN_ERR_INVALID,
+                      "%s: train.stages[%d].size: data.train is not an image set, whose "
+                      "transforms could change the size",
+                      r->p->file, s);
+  return PN_OK;
+}
+
+/* The updates slot k has had before step `pos`: the steps of the stages
+ * that let it train. */
+static int64_t slot_steps(const run *r, int k, int64_t pos) {
+  int64_t nb = pn_loader_batches(r->train_ld), first = 0, n = 0;
+  for (int s = 0; s < r->n_stages && first < pos; s++) {
+    int64_t end = first + r->stages[s].epochs * nb;
+    if (!slot_frozen(r, &r->stages[s], k)) n += (end < pos ? end : pos) - first;
+    first = end;
+  }
+  return n;
+}
+
+/* Only slots trained before `pos` have optimizer state, so a resumed run
+ * saves and loads exactly what an uninterrupted one holds, and a slot first
+ * unfrozen later starts afresh in both. */
+static int slot_trained(const run *r, int k, int64_t pos) { return slot_steps(r, k, pos) > 0; }
 
 /* ------------------------------------------------------------ checkpoints */
 
@@ -199,10 +383,13 @@ static const char *meta(const pn_tensor_map *m, const char *key, const char *fil
   return v;
 }
 
-static pn_status optim_state_name(const run *r, int param, int k, char *buf, size_t n) {
-  pn_tensor *t = pn_model_param(r->model, param);
+static void optim_state_name(const run *r, int slot, int k, char *buf, size_t n) {
+  pn_tensor *t = pn_model_param(r->model, r->slot_param[slot]);
   snprintf(buf, n, "optimizer.%s.%s", pn_optimizer_state_name(r->opt, k), t->name);
-  return PN_OK;
+}
+
+static int64_t position(const run *r, int64_t epoch, int64_t batch) {
+  return epoch * pn_loader_batches(r->train_ld) + batch;
 }
 
 static pn_status save_checkpoint(run *r, const char *path, int64_t epoch, int64_t batch,
@@ -211,14 +398,13 @@ static pn_status save_checkpoint(run *r, const char *path, int64_t epoch, int64_
   pn_tensor_map *m = pn_tensor_map_new();
   if (!m) return pn_error(PN_ERR_NOMEM, "out of memory");
   pn_status s = pn_model_state(r->model, m);
-  int trainable = 0;
-  for (int i = 0; i < pn_model_param_count(r->model) && s == PN_OK; i++) {
-    if (!pn_model_param_trainable(r->model, i)) continue;
+  int64_t pos = position(r, epoch, batch);
+  for (int i = 0; i < r->n_slots && s == PN_OK; i++) {
+    if (!slot_trained(r, i, pos)) continue;
     for (int k = 0; k < pn_optimizer_state_count(r->opt) && s == PN_OK; k++) {
       optim_state_name(r, i, k, buf, sizeof buf);
-      s = pn_tensor_map_put(m, buf, pn_optimizer_state(r->opt, trainable, k));
+      s = pn_tensor_map_put(m, buf, pn_optimizer_state(r->opt, i, k));
     }
-    trainable++;
   }
   struct {
     const char *k;
@@ -240,11 +426,12 @@ static pn_status save_checkpoint(run *r, const char *path, int64_t epoch, int64_
   return s;
 }
 
+/* The state of every slot trained before the checkpoint's position. */
 static pn_status load_optimizer_state(run *r, const pn_tensor_map *m, const char *file) {
   char buf[512];
-  int trainable = 0;
-  for (int i = 0; i < pn_model_param_count(r->model); i++) {
-    if (!pn_model_param_trainable(r->model, i)) continue;
+  int64_t pos = position(r, r->first_epoch, r->skip_batches);
+  for (int i = 0; i < r->n_slots; i++) {
+    if (!slot_trained(r, i, pos)) continue;
     for (int k = 0; k < pn_optimizer_state_count(r->opt); k++) {
       optim_state_name(r, i, k, buf, sizeof buf);
       pn_tensor *t = pn_tensor_map_get(m, buf);
@@ -252,9 +439,8 @@ static pn_status load_optimizer_state(run *r, const pn_tensor_map *m, const char
       pn_tensor *moved = pn_tensor_to(t, r->dev);
       if (!moved) return PN_ERR_DEVICE;
       pn_tensor_set_requires_grad(moved, 0);
-      PN_TRY(pn_optimizer_set_state(r->opt, trainable, k, moved));
+      PN_TRY(pn_optimizer_set_state(r->opt, i, k, moved));
     }
-    trainable++;
   }
   return PN_OK;
 }
@@ -270,13 +456,13 @@ static pn_status resume(run *r, const char *file) {
   if (s == PN_OK && strcmp(hash, want) != 0)
     PN_WARN("%s was written by a different pipeline (hash %s, this one %s); continuing", file, hash,
             want);
-  if (s == PN_OK) s = pn_model_load_state(r->model, m, 1);
-  if (s == PN_OK) s = load_optimizer_state(r, m, file);
   if (s == PN_OK) {
     r->first_epoch = strtoll(epoch, NULL, 10);
     r->skip_batches = strtoll(batch, NULL, 10);
-    pn_optimizer_set_steps(r->opt, strtoll(step, NULL, 10));
   }
+  if (s == PN_OK) s = pn_model_load_state(r->model, m, 1);
+  if (s == PN_OK) s = load_optimizer_state(r, m, file);
+  if (s == PN_OK) pn_optimizer_set_steps(r->opt, strtoll(step, NULL, 10));
   pn_tensor_map_free(m);
   return s == PN_OK ? PN_OK : pn_error_prefix(s, "resuming from %s: ", file);
 }
@@ -363,14 +549,20 @@ static pn_status evaluate(run *r, pn_loader *ld, eval_result *e) {
 /* ------------------------------------------------------------ training */
 
 static pn_status nan_stop(run *r, int64_t epoch, int64_t b) {
+  const pn_stage *st = &r->stages[r->stage];
+  char key[48] = "optimizer.lr";
+  if (st->lr_hi > 0) snprintf(key, sizeof key, "train.stages.%d.lr", r->stage);
   return pn_error(PN_ERR_INVALID,
                   "the loss is NaN at step %lld (epoch %lld, batch %lld): try a lower learning "
-                  "rate than optimizer.lr = %g (e.g. --set optimizer.lr=%g)",
+                  "rate than %s = %g (e.g. --set %s=%g)",
                   (long long)pn_optimizer_steps(r->opt), (long long)epoch + 1, (long long)b + 1,
-                  pn_optimizer_base_lr(r->opt), pn_optimizer_base_lr(r->opt) / 10);
+                  key, r->peak_lr, key, r->peak_lr / 10);
 }
 
-static pn_status train_step(run *r, pn_tensor *x, pn_tensor *y, double *loss_value) {
+/* Forward, backward and one optimizer step at rate lr; *loss_value is NaN
+ * or infinite when the step was skipped for it. */
+static pn_status fit_batch(run *r, pn_tensor *x, pn_tensor *y, double lr, double mom,
+                           double *loss_value) {
   pn_tensor *pred = NULL, *l = NULL;
   pn_status s = batch_loss(r, x, y, &pred, &l);
   if (s == PN_OK) *loss_value = pn_tensor_get_f32(l, 0);
@@ -379,12 +571,25 @@ static pn_status train_step(run *r, pn_tensor *x, pn_tensor *y, double *loss_val
   pn_tensor_unref(l);
   pn_tape_clear();
   if (s != PN_OK || !isfinite(*loss_value)) return s;
-  int64_t step = pn_optimizer_steps(r->opt);
-  double f = r->sched ? pn_schedule_factor(r->sched, step, r->total_steps) : 1.0;
-  double mom = r->sched ? pn_schedule_momentum(r->sched, step, r->total_steps) : -1.0;
-  s = pn_optimizer_step(r->opt, pn_optimizer_base_lr(r->opt) * f, mom);
+  s = pn_optimizer_step(r->opt, lr, mom);
   pn_optimizer_zero_grad(r->opt);
   return s;
+}
+
+static pn_status train_step(run *r, pn_tensor *x, pn_tensor *y, double *loss_value) {
+  int64_t step = pn_optimizer_steps(r->opt) - r->stage_first_step;
+  pn_schedule *sched = r->stage_sched ? r->stage_sched : r->sched;
+  double f = sched ? pn_schedule_factor(sched, step, r->total_steps) : 1.0;
+  double mom = sched ? pn_schedule_momentum(sched, step, r->total_steps) : -1.0;
+  r->last_lr = r->peak_lr * f;
+  return fit_batch(r, x, y, r->last_lr, mom, loss_value);
+}
+
+static void report_step(run *r, int64_t epoch, pn_tensor *x, double loss) {
+  if (!r->on_step) return;
+  pn_train_step st = {pn_optimizer_steps(r->opt), epoch, r->stage, r->last_lr, loss,
+                      pn_tensor_shape(x)};
+  r->on_step(&st, r->user);
 }
 
 static pn_status train_epoch(run *r, int64_t epoch, double *mean_loss, pn_train_result *res) {
@@ -399,6 +604,7 @@ static pn_status train_epoch(run *r, int64_t epoch, double *mean_loss, pn_train_
     double lv = 0.0;
     if ((s = pn_loader_next(r->train_ld, r->dev, &x, &y)) != PN_OK || !x) break;
     s = train_step(r, x, y, &lv);
+    if (s == PN_OK && isfinite(lv)) report_step(r, epoch, x, lv);
     samples += x->shape[0];
     pn_tensor_unref(x);
     pn_tensor_unref(y);
@@ -450,10 +656,44 @@ static void print_row(run *r, int64_t epoch, double train, const eval_result *v,
   fflush(r->out);
 }
 
+/* 3e-03, 2.5e-04: rates as fastai writes them. */
+static void fmt_rate(double v, char *buf, size_t n) {
+  if (!(v > 0) || !isfinite(v)) {
+    snprintf(buf, n, "%g", v);
+    return;
+  }
+  int e = (int)floor(log10(v));
+  double m = v / pow(10.0, e);
+  if (m >= 9.995) m /= 10, e++;
+  snprintf(buf, n, "%.3ge%c%02d", m, e < 0 ? '-' : '+', abs(e));
+}
+
+static void print_stage(run *r, int s) {
+  const pn_stage *st = &r->stages[s];
+  char lo[32], hi[32];
+  fprintf(r->out, "stage %d/%d: %lld epoch%s, ", s + 1, r->n_stages, (long long)st->epochs,
+          st->epochs == 1 ? "" : "s");
+  for (int k = 0; k < st->n_freeze; k++)
+    fprintf(r->out, "%s%s", st->freeze[k], k + 1 < st->n_freeze ? ", " : " frozen");
+  if (st->n_freeze && r->p->train_bn) fputs(" (batch norms trainable)", r->out);
+  if (!st->n_freeze) fputs("all trainable", r->out);
+  fmt_rate(st->lr_lo > 0 ? st->lr_lo : r->peak_lr, lo, sizeof lo);
+  fmt_rate(r->peak_lr, hi, sizeof hi);
+  fprintf(r->out, ", lr %s%s%s", st->lr_lo != st->lr_hi ? lo : "",
+          st->lr_lo != st->lr_hi ? ".." : "", hi);
+  if (stage_size(r, s)) fprintf(r->out, ", size %lld", (long long)stage_size(r, s));
+  fputc('\n', r->out);
+}
+
 static pn_status train_epochs(run *r, pn_train_result *res) {
   for (int64_t e = r->first_epoch; e < r->p->epochs; e++) {
     double t0 = now(), train_loss;
     eval_result v;
+    int s = stage_of(r, e);
+    if (s != r->stage) {
+      PN_TRY(enter_stage(r, s));
+      if (r->p->n_stages) print_stage(r, s);
+    }
     PN_TRY(train_epoch(r, e, &train_loss, res));
     if (res->interrupted) return PN_OK;
     if (r->valid_ld) PN_TRY(evaluate(r, r->valid_ld, &v));
@@ -479,26 +719,39 @@ static void report_test(run *r, const eval_result *t, pn_train_result *res) {
 static void init_run(run *r, const pn_pipeline *p, const pn_train_options *o) {
   memset(r, 0, sizeof *r);
   r->p = p;
+  r->whole.epochs = p->epochs;
+  r->stages = p->n_stages ? p->stages : &r->whole;
+  r->n_stages = p->n_stages ? p->n_stages : 1;
+  r->stage = -1;
+  r->size_scale = 1.0;
   r->out = o && o->out ? o->out : stdout;
   r->prog = o && o->progress ? o->progress : stderr;
   const char *mode = p->progress;
   r->bar = strcmp(mode, "bar") == 0 || (strcmp(mode, "auto") == 0 && isatty(fileno(r->prog)));
 }
 
-static pn_status build(run *r, const pn_train_options *o) {
-  PN_TRY(setup_device(r, o && o->backend ? o->backend : r->p->backend));
+static pn_status build(run *r, const char *backend) {
+  PN_TRY(setup_device(r, backend ? backend : r->p->backend));
   PN_TRY(setup_data(r));
+  PN_TRY(check_stages(r));
   PN_TRY(setup_model(r));
   return setup_optimizer(r);
 }
 
 pn_status pn_train(const pn_pipeline *p, const pn_train_options *o, pn_train_result *res) {
+  return pn_train_observed(p, o, NULL, NULL, res);
+}
+
+pn_status pn_train_observed(const pn_pipeline *p, const pn_train_options *o,
+                            pn_train_step_fn on_step, void *user, pn_train_result *res) {
   run r;
   struct sigaction sa, old;
   memset(res, 0, sizeof *res);
   init_run(&r, p, o);
+  r.on_step = on_step;
+  r.user = user;
   double t0 = now();
-  pn_status s = build(&r, o);
+  pn_status s = build(&r, o ? o->backend : NULL);
   if (s == PN_OK && o && o->resume) s = resume(&r, o->resume);
   if (s == PN_OK && r.p->progress && strcmp(r.p->progress, "off") == 0)
     r.prog = fopen("/dev/null", "w");
@@ -524,6 +777,16 @@ pn_status pn_train(const pn_pipeline *p, const pn_train_options *o, pn_train_res
   return s;
 }
 
+/* A staged run's checkpoint is evaluated at the image size its last
+ * epoch trained at. */
+static pn_status checkpoint_size(run *r, const pn_tensor_map *m) {
+  const char *epoch = pn_tensor_map_meta(m, "epoch");
+  int64_t e = epoch ? strtoll(epoch, NULL, 10) : r->p->epochs;
+  if (!r->p->n_stages) return PN_OK;
+  PN_TRY(check_stages(r));
+  return apply_size(r, stage_of(r, e > 0 ? e - 1 : 0));
+}
+
 pn_status pn_evaluate(const pn_pipeline *p, const char *checkpoint, const pn_train_options *o,
                       pn_train_result *res) {
   run r;
@@ -536,6 +799,7 @@ pn_status pn_evaluate(const pn_pipeline *p, const char *checkpoint, const pn_tra
   if (s == PN_OK) s = setup_model(&r);
   if (s == PN_OK) s = pn_safetensors_load(checkpoint, r.dev, &m);
   if (s == PN_OK) s = pn_model_load_state(r.model, m, 1);
+  if (s == PN_OK) s = checkpoint_size(&r, m);
   if (s != PN_OK && m) pn_error_prefix(s, "%s: ", checkpoint);
   eval_result e;
   if (s == PN_OK && r.valid_ld && (s = evaluate(&r, r.valid_ld, &e)) == PN_OK) {
@@ -549,4 +813,131 @@ pn_status pn_evaluate(const pn_pipeline *p, const char *checkpoint, const pn_tra
   pn_tensor_map_free(m);
   run_free(&r);
   return s;
+}
+
+/* ------------------------------------------------------------ lr find */
+
+/* fastai's smoothing: an exponential average, debiased for its start. */
+typedef struct smoother {
+  double beta, avg;
+  int n;
+} smoother;
+
+static double smooth(smoother *sm, double loss) {
+  sm->avg = sm->beta * sm->avg + (1.0 - sm->beta) * loss;
+  sm->n++;
+  return sm->avg / (1.0 - pow(sm->beta, sm->n));
+}
+
+/* The next training batch, starting another epoch when one ends. */
+static pn_status next_batch(run *r, int64_t *epoch, pn_tensor **x, pn_tensor **y) {
+  PN_TRY(pn_loader_next(r->train_ld, r->dev, x, y));
+  if (*x) return PN_OK;
+  pn_loader_start(r->train_ld, ++*epoch, 0);
+  PN_TRY(pn_loader_next(r->train_ld, r->dev, x, y));
+  return *x ? PN_OK : pn_error(PN_ERR_INVALID, "%s: the training set is empty", r->p->file);
+}
+
+/* The window suggestions are read from: fastai leaves out the first steps
+ * (the average is still settling) and the last 5 (the blow-up). */
+static void suggestion_window(int n, int *lo, int *hi) {
+  *lo = 0, *hi = n;
+  if (n >= 25) *lo = n / 10, *hi = n - 5;
+}
+
+static void suggest(pn_lr_find_result *res) {
+  int lo, hi, steep = -1, best = -1;
+  double slope = INFINITY;
+  res->lr_steep = res->lr_min = NAN;
+  suggestion_window(res->n, &lo, &hi);
+  if (hi - lo < 2) return;
+  for (int i = lo; i < hi; i++) {
+    /* Central differences, one-sided at the ends, as numpy.gradient. */
+    int a = i > lo ? i - 1 : i, b = i + 1 < hi ? i + 1 : i;
+    double g = (res->losses[b] - res->losses[a]) / (double)(b - a);
+    if (g < slope) slope = g, steep = i;
+    if (best < 0 || res->losses[i] < res->losses[best]) best = i;
+  }
+  res->lr_steep = res->lrs[steep];
+  res->lr_min = res->lrs[best] / 10.0;
+}
+
+static void lr_find_row(FILE *out, int i, double lr, double loss) {
+  if (!out) return;
+  if (i == 0) fprintf(out, "%-6s %-12s %s\n", "step", "lr", "smoothed_loss");
+  fprintf(out, "%-6d %-12.4e %.6f\n", i + 1, lr, loss);
+  fflush(out);
+}
+
+/* Runs the test; the curve goes into res. */
+static pn_status lr_find_run(run *r, const pn_lr_find_options *o, pn_lr_find_result *res) {
+  smoother sm = {0.98, 0.0, 0};
+  double best = INFINITY;
+  int every = o->iters >= 40 ? o->iters / 20 : 1;
+  int64_t epoch = 0;
+  pn_model_set_training(r->model, 1);
+  pn_loader_start(r->train_ld, 0, 0);
+  for (int i = 0; i < o->iters && !res->diverged; i++) {
+    double lr = o->start * pow(o->end / o->start, (double)i / (double)(o->iters - 1)), loss = NAN;
+    pn_tensor *x = NULL, *y = NULL;
+    pn_status s = next_batch(r, &epoch, &x, &y);
+    if (s == PN_OK) s = fit_batch(r, x, y, lr, -1.0, &loss);
+    pn_tensor_unref(x), pn_tensor_unref(y);
+    PN_TRY(s);
+    double l = isfinite(loss) ? smooth(&sm, loss) : NAN;
+    res->diverged = !isfinite(l) || l > 4.0 * best;
+    if (!isfinite(l)) break;
+    res->lrs[res->n] = lr, res->losses[res->n++] = l;
+    if (l < best) best = l;
+    if (i % every == 0 || i + 1 == o->iters || res->diverged) lr_find_row(r->out, i, lr, l);
+  }
+  return PN_OK;
+}
+
+static pn_status lr_find_options(const pn_lr_find_options *in, pn_lr_find_options *o) {
+  *o = *in;
+  if (o->start == 0) o->start = 1e-7;
+  if (o->end == 0) o->end = 10.0;
+  if (o->iters == 0) o->iters = 100;
+  if (!(o->start > 0 && o->end > o->start))
+    return pn_error(PN_ERR_INVALID, "lr-find: need 0 < start < end (start %g, end %g)", o->start,
+                    o->end);
+  if (o->iters < 2) return pn_error(PN_ERR_INVALID, "lr-find: iters = %d, at least 2", o->iters);
+  return PN_OK;
+}
+
+/* From the fresh model frozen as the first stage says (fastai runs it
+ * after freezing), at the first stage's image size. */
+static pn_status lr_find_setup(run *r, const pn_lr_find_options *o) {
+  PN_TRY(build(r, o->backend));
+  r->stage = 0;
+  apply_freeze(r, &r->stages[0]);
+  return apply_size(r, 0);
+}
+
+pn_status pn_lr_find(const pn_pipeline *p, const pn_lr_find_options *opt, pn_lr_find_result *res) {
+  pn_lr_find_options o;
+  run r;
+  memset(res, 0, sizeof *res);
+  PN_TRY(lr_find_options(opt, &o));
+  res->lrs = calloc((size_t)o.iters, sizeof *res->lrs);
+  res->losses = calloc((size_t)o.iters, sizeof *res->losses);
+  if (!res->lrs || !res->losses) {
+    pn_lr_find_result_free(res);
+    return pn_error(PN_ERR_NOMEM, "out of memory");
+  }
+  init_run(&r, p, NULL);
+  r.out = o.out;
+  pn_status s = lr_find_setup(&r, &o);
+  if (s == PN_OK) s = lr_find_run(&r, &o, res);
+  if (s == PN_OK) suggest(res);
+  run_free(&r);
+  if (s != PN_OK) pn_lr_find_result_free(res);
+  return s;
+}
+
+void pn_lr_find_result_free(pn_lr_find_result *r) {
+  free(r->lrs), free(r->losses);
+  r->lrs = r->losses = NULL;
+  r->n = 0;
 }

@@ -37,6 +37,31 @@ typedef struct pn_class_group {
   int n_classes;
 } pn_class_group;
 
+/* Parameter groups (train.groups: {body: [conv1, layer1], head: [head]}),
+ * in order. A parameter belongs to the first group with a prefix equal to
+ * its name or to its start up to a "." ("layer1" holds layer1.0.conv1.weight);
+ * parameters no prefix matches join the last group. */
+typedef struct pn_param_group {
+  char *name;
+  char **prefixes;
+  int n_prefixes;
+} pn_param_group;
+
+/* One fit of a staged run (train.stages), like one fastai fit_one_cycle
+ * call: the schedule restarts over the stage's steps; optimizer state
+ * carries over from the stage before. */
+typedef struct pn_stage {
+  int64_t epochs;
+  char **freeze; /* names of the groups frozen during the stage */
+  int n_freeze;
+  /* The peak rate, replacing optimizer.lr: lr_lo for the first group, lr_hi
+   * for the last, geometric in between (fastai's slice(lo, hi)); 0: the
+   * optimizer's own. One number sets both. */
+  double lr_lo, lr_hi;
+  int64_t size;        /* the image size from this stage on; 0: as before */
+  pn_config *schedule; /* the schedule with this stage's overrides; NULL: the pipeline's */
+} pn_stage;
+
 typedef struct pn_pipeline {
   char *file; /* as given */
   char *name;
@@ -56,6 +81,7 @@ typedef struct pn_pipeline {
   int valid_is_test;  /* `valid: test`: the per-epoch table uses the test set */
   int64_t batch;
   int shuffle;
+  int data_workers; /* loader threads: 0 one per physical core, 1 none (no effect on results) */
   /* model */
   pn_shape input; /* ndim 0: taken from the training data */
   pn_pipeline_feature *layers; /* the graph, blocks and includes expanded */
@@ -64,15 +90,21 @@ typedef struct pn_pipeline {
   int n_outputs;
   pn_pipeline_feature loss, optimizer, schedule;
   /* train */
-  int64_t epochs;
+  int64_t epochs; /* with stages: their sum */
   char *progress; /* auto | bar | lines | off */
+  pn_param_group *param_groups;
+  int n_param_groups;
+  pn_stage *stages; /* n_stages 0: one fit of `epochs`, everything trainable */
+  int n_stages;
+  int train_bn;   /* frozen groups keep batch-norm weights trainable (fastai's train_bn) */
   char **metrics; /* accuracy, error_rate */
   int n_metrics;
   /* checkpoint */
   char *checkpoint;         /* NULL: none */
   int64_t checkpoint_every; /* epochs */
   /* A hash of what decides the numbers (data, model, loss, optimizer,
-   * schedule, seed, backend), stored in checkpoints. */
+   * schedule, seed, backend, and the stages and groups of a staged run),
+   * stored in checkpoints. */
   uint64_t hash;
 } pn_pipeline;
 
@@ -91,6 +123,11 @@ pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input,
 struct pn_transforms;
 pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
                                  struct pn_transforms **out);
+/* The index of the group (train.groups) a parameter belongs to, or -1 when
+ * the pipeline has no groups. */
+int pn_pipeline_param_group(const pn_pipeline *p, const char *param);
+/* Whether the stage freezes the named group. */
+int pn_stage_freezes(const pn_stage *st, const char *group);
 /* Writes the resolved pipeline as YAML, every default shown. */
 void pn_pipeline_print(const pn_pipeline *p, FILE *f);
 
