@@ -21,7 +21,7 @@
 typedef struct slot {
   pn_tensor *param; /* borrowed: parameters belong to the model */
   double lr_mult;
-  int64_t steps; /* updates of this parameter; 0 until its state exists */
+  int64_t steps; /* updates of this parameter: its next one is step steps + 1 */
   pn_tensor *state[PN_OPTIM_MAX_STATE];
 } slot;
 
@@ -29,7 +29,7 @@ struct pn_optimizer {
   char *feature;
   const pn_optim_iface *iface;
   void *ctx;
-  double base_lr, weight_decay;
+  double base_lr, base_wd, weight_decay; /* weight_decay: base_wd unless a stage sets it */
   int64_t steps;
   slot *slots;
   int n_slots;
@@ -83,7 +83,7 @@ static pn_status read_hyper(pn_optimizer *o, const pn_config *cfg) {
     return pn_error(PN_ERR_PLUGIN, "optimizer '%s': its manifest must declare lr and weight_decay",
                     o->feature);
   o->base_lr = pn_config_float(cfg, "lr");
-  o->weight_decay = pn_config_float(cfg, "weight_decay");
+  o->base_wd = o->weight_decay = pn_config_float(cfg, "weight_decay");
   return PN_OK;
 }
 
@@ -172,11 +172,9 @@ static int has_state(const pn_optimizer *o, const slot *sl) {
   return 1;
 }
 
-/* Creates the missing state tensors, zeroed, beside the parameter. A
- * parameter without state starts counting its updates afresh. */
+/* Creates the missing state tensors, zeroed, beside the parameter. */
 static pn_status ensure_state(pn_optimizer *o, int i) {
   slot *sl = &o->slots[i];
-  if (!has_state(o, sl)) sl->steps = 0;
   pn_device *dev = pn_tensor_device(sl->param);
   for (int k = 0; k < o->iface->n_state; k++) {
     if (sl->state[k]) continue;
@@ -267,14 +265,29 @@ void pn_optimizer_zero_grad(pn_optimizer *o) {
 
 int64_t pn_optimizer_steps(const pn_optimizer *o) { return o->steps; }
 
-/* Restoring a checkpoint: the per-parameter counts cannot be told apart
- * from the run's, so every parameter with state resumes from it. */
+/* A caller that knows only the run's count (every parameter trained from
+ * the start) restores the parameters with state to it; one that knows more
+ * sets each with pn_optimizer_set_param_steps afterwards. A parameter
+ * without state has never been updated: it keeps counting from 0. */
 void pn_optimizer_set_steps(pn_optimizer *o, int64_t steps) {
   o->steps = steps;
-  for (int i = 0; i < o->n_slots; i++) o->slots[i].steps = steps;
+  for (int i = 0; i < o->n_slots; i++)
+    if (has_state(o, &o->slots[i])) o->slots[i].steps = steps;
+}
+
+int64_t pn_optimizer_param_steps(const pn_optimizer *o, int param) {
+  return param >= 0 && param < o->n_slots ? o->slots[param].steps : 0;
+}
+
+void pn_optimizer_set_param_steps(pn_optimizer *o, int param, int64_t steps) {
+  if (param >= 0 && param < o->n_slots && steps >= 0) o->slots[param].steps = steps;
 }
 
 double pn_optimizer_base_lr(const pn_optimizer *o) { return o->base_lr; }
+
+void pn_optimizer_set_weight_decay(pn_optimizer *o, double wd) { o->weight_decay = wd; }
+
+double pn_optimizer_base_weight_decay(const pn_optimizer *o) { return o->base_wd; }
 
 void pn_optimizer_set_lr_mult(pn_optimizer *o, int param, double mult) {
   if (param >= 0 && param < o->n_slots) o->slots[param].lr_mult = mult;

@@ -21,7 +21,8 @@ static const char *const data_keys[] = {"train",   "test",   "valid",  "batch",
                                         "shuffle", "groups", "workers"};
 static const char *const valid_keys[] = {"split", "seed", "stratify", "transforms"};
 static const char *const train_keys[] = {"epochs", "progress", "train_bn", "groups", "stages"};
-static const char *const stage_keys[] = {"epochs", "freeze", "lr", "size", "schedule"};
+static const char *const stage_keys[] = {"epochs", "freeze",   "lr",
+                                         "size",   "schedule", "weight_decay"};
 static const char *const checkpoint_keys[] = {"path", "every"};
 static const char *const progress_modes[] = {"auto", "bar", "lines", "off"};
 static const char *const metric_names[] = {"accuracy", "error_rate"};
@@ -383,6 +384,19 @@ static pn_status parse_stage_lr(ctx *c, const pni_ynode *n, const char *where, p
   return PN_OK;
 }
 
+static pn_status parse_stage_wd(ctx *c, const pni_ynode *map, const char *where, pn_stage *st) {
+  const pni_ynode *n = NULL;
+  char what[64];
+  snprintf(what, sizeof what, "%s.weight_decay", where);
+  PN_TRY(pni_yopt_scalar(c->doc, map, "weight_decay", &n));
+  if (!n) return PN_OK;
+  PN_TRY(pni_ydouble(c->doc, n, what, &st->weight_decay));
+  if (!(st->weight_decay >= 0))
+    return pni_yerror(c->doc, n, PN_ERR_INVALID, "%s must not be negative", what);
+  st->has_weight_decay = 1;
+  return PN_OK;
+}
+
 static char *node_text(const pni_ynode *v) {
   return v->kind == PNI_YSEQ ? pni_yseq_text(v) : v->kind == PNI_YSCALAR ? strdup(v->text) : NULL;
 }
@@ -421,6 +435,7 @@ static pn_status parse_stage(ctx *c, const pni_ynode *n, int i, pn_stage *st) {
   PN_TRY(opt_int(c, n, "size", 1, &st->size));
   PN_TRY(parse_freeze(c, pni_ymap_get(n, "freeze"), where, st));
   PN_TRY(parse_stage_lr(c, pni_ymap_get(n, "lr"), where, st));
+  PN_TRY(parse_stage_wd(c, n, where, st));
   return parse_stage_schedule(c, pni_ymap_get(n, "schedule"), where, st);
 }
 
@@ -706,6 +721,7 @@ static void print_stage(FILE *f, const pn_pipeline *p, const pn_stage *st) {
   if (st->lr_hi > 0 && st->lr_lo != st->lr_hi)
     fprintf(f, ", lr: [%.9g, %.9g]", st->lr_lo, st->lr_hi);
   if (st->size) fprintf(f, ", size: %lld", (long long)st->size);
+  if (st->has_weight_decay) fprintf(f, ", weight_decay: %.9g", st->weight_decay);
   if (st->schedule) print_stage_schedule(f, p, st->schedule);
   fputs("}\n", f);
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <plugnet/plugnet.h>
 
 #include "internal.h"
@@ -30,6 +31,7 @@ typedef struct run {
   /* The split, kept to make the loaders anew when a stage resizes images. */
   int64_t *train_idx, *valid_idx, n_train, n_valid;
   int64_t width0;    /* the training images' width as the transforms say; 0: no images */
+  pn_shape x_shape0; /* a training sample's shape before any stage resizes it */
   double size_scale; /* the transforms' current size_scale */
   /* Stages; a run without them is one stage (`whole`) of p->epochs. */
   const pn_stage *stages;
@@ -195,7 +197,8 @@ static pn_status setup_data(run *r) {
   if (r->n_valid > 0 && image && !(r->valid_ds = pn_dataset_share(r->train_ds)))
     return pn_error(PN_ERR_NOMEM, "out of memory");
   PN_TRY(attach_transforms(r, 1.0));
-  if (image) r->width0 = pn_dataset_get_info(r->train_ds)->x_shape.dim[2];
+  r->x_shape0 = pn_dataset_get_info(r->train_ds)->x_shape;
+  if (image) r->width0 = r->x_shape0.dim[2];
   return make_loaders(r);
 }
 
@@ -303,6 +306,13 @@ static void apply_lrs(run *r, const pn_stage *st) {
   }
 }
 
+/* Like the rate, a stage's weight decay holds for it alone: a stage
+ * without one has the optimizer's. */
+static void apply_weight_decay(run *r, const pn_stage *st) {
+  double wd = pn_optimizer_base_weight_decay(r->opt);
+  pn_optimizer_set_weight_decay(r->opt, st->has_weight_decay ? st->weight_decay : wd);
+}
+
 /* A stage without a size keeps the one before it. */
 static int64_t stage_size(const run *r, int s) {
   for (; s >= 0; s--)
@@ -340,6 +350,7 @@ static pn_status enter_stage(run *r, int s) {
   r->total_steps = st->epochs * nb;
   apply_freeze(r, st);
   apply_lrs(r, st);
+  apply_weight_decay(r, st);
   PN_TRY(apply_size(r, s));
   return stage_schedule(r, st);
 }
@@ -392,6 +403,46 @@ static int64_t position(const run *r, int64_t epoch, int64_t batch) {
   return epoch * pn_loader_batches(r->train_ld) + batch;
 }
 
+/* A JSON array of v's texts (NULL: one isn't UTF-8, or out of memory). */
+static char *json_texts(const char *const *v, int n) {
+  json_t *a = json_array();
+  for (int k = 0; a && k < n; k++)
+    if (json_array_append_new(a, json_string(v[k])) != 0) {
+      json_decref(a);
+      a = NULL;
+    }
+  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return text;
+}
+
+/* The class names, so that predicting needs no training set; NULL when the
+ * set has none of its own (only numbers) or they cannot be JSON text. */
+static char *classes_meta(run *r) {
+  int n = pn_dataset_get_info(r->train_ds)->n_classes;
+  if (n < 1 || !pn_dataset_class_name(r->train_ds, 0, NULL, 0)) return NULL;
+  const char **names = calloc((size_t)n, sizeof *names);
+  for (int k = 0; names && k < n; k++) names[k] = pn_dataset_class_name(r->train_ds, k, NULL, 0);
+  char *text = names ? json_texts(names, n) : NULL;
+  free(names);
+  return text;
+}
+
+/* What predicting needs besides the weights, as the training set would tell
+ * it: the class names, and a sample's shape at the transforms' own size
+ * (the model is built for it; a stage's size is relative to it). */
+static pn_status set_data_meta(run *r, pn_tensor_map *m) {
+  char shape[256] = "[", *classes = classes_meta(r);
+  for (int i = 0; i < r->x_shape0.ndim; i++)
+    snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%lld", i ? "," : "",
+             (long long)r->x_shape0.dim[i]);
+  strcat(shape, "]");
+  pn_status s = pn_tensor_map_set_meta(m, "input_shape", shape);
+  if (s == PN_OK && classes) s = pn_tensor_map_set_meta(m, "classes", classes);
+  free(classes);
+  return s;
+}
+
 static pn_status save_checkpoint(run *r, const char *path, int64_t epoch, int64_t batch,
                                  pn_train_result *res) {
   char buf[512];
@@ -420,6 +471,7 @@ static pn_status save_checkpoint(run *r, const char *path, int64_t epoch, int64_
   snprintf(kv[3].v, sizeof kv[3].v, "%016llx", (unsigned long long)r->p->hash);
   for (int i = 0; i < 5 && s == PN_OK; i++) s = pn_tensor_map_set_meta(m, kv[i].k, kv[i].v);
   if (s == PN_OK) s = pn_tensor_map_set_meta(m, "optimizer", r->p->optimizer.feature);
+  if (s == PN_OK) s = set_data_meta(r, m);
   if (s == PN_OK) s = pn_safetensors_save(path, m);
   pn_tensor_map_free(m);
   if (s == PN_OK) snprintf(res->checkpoint, sizeof res->checkpoint, "%s", path);
@@ -445,6 +497,15 @@ static pn_status load_optimizer_state(run *r, const pn_tensor_map *m, const char
   return PN_OK;
 }
 
+/* Schedules follow the run's count; each slot's own (Adam's bias
+ * correction) counts only the stages it trained in, as it did uninterrupted. */
+static void restore_steps(run *r, int64_t steps) {
+  int64_t pos = position(r, r->first_epoch, r->skip_batches);
+  pn_optimizer_set_steps(r->opt, steps);
+  for (int k = 0; k < r->n_slots; k++)
+    pn_optimizer_set_param_steps(r->opt, k, slot_steps(r, k, pos));
+}
+
 static pn_status resume(run *r, const char *file) {
   pn_tensor_map *m = NULL;
   PN_TRY(pn_safetensors_load(file, r->dev, &m));
@@ -462,7 +523,7 @@ static pn_status resume(run *r, const char *file) {
   }
   if (s == PN_OK) s = pn_model_load_state(r->model, m, 1);
   if (s == PN_OK) s = load_optimizer_state(r, m, file);
-  if (s == PN_OK) pn_optimizer_set_steps(r->opt, strtoll(step, NULL, 10));
+  if (s == PN_OK) restore_steps(r, strtoll(step, NULL, 10));
   pn_tensor_map_free(m);
   return s == PN_OK ? PN_OK : pn_error_prefix(s, "resuming from %s: ", file);
 }
@@ -682,6 +743,7 @@ static void print_stage(run *r, int s) {
   fprintf(r->out, ", lr %s%s%s", st->lr_lo != st->lr_hi ? lo : "",
           st->lr_lo != st->lr_hi ? ".." : "", hi);
   if (stage_size(r, s)) fprintf(r->out, ", size %lld", (long long)stage_size(r, s));
+  if (st->has_weight_decay) fprintf(r->out, ", weight decay %g", st->weight_decay);
   fputc('\n', r->out);
 }
 
@@ -907,11 +969,12 @@ static pn_status lr_find_options(const pn_lr_find_options *in, pn_lr_find_option
 }
 
 /* From the fresh model frozen as the first stage says (fastai runs it
- * after freezing), at the first stage's image size. */
+ * after freezing), at the first stage's image size and weight decay. */
 static pn_status lr_find_setup(run *r, const pn_lr_find_options *o) {
   PN_TRY(build(r, o->backend));
   r->stage = 0;
   apply_freeze(r, &r->stages[0]);
+  apply_weight_decay(r, &r->stages[0]);
   return apply_size(r, 0);
 }
 

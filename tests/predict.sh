@@ -2,7 +2,8 @@
 # `plugnet predict` as a user runs it: after one epoch on a small generated
 # PNG class folder (tests/cli_images), the top K classes with probabilities
 # and the class groups of each image; a bad image gets its own line naming it
-# and a non-zero exit while the others are still classified.
+# and a non-zero exit while the others are still classified. The checkpoint
+# holds the class names, so predicting needs no training data.
 set -u
 . "${PN_TOP_SRCDIR:-.}/tests/cli_expect.sh"
 d=$(mktemp -d "${TMPDIR:-/tmp}/pn-predict.XXXXXX") || exit 1
@@ -72,6 +73,16 @@ expect 2 "which images" -- predict "$d/p.yaml" --checkpoint "$ck"
 expect 2 "--top wants" -- predict "$d/p.yaml" --checkpoint "$ck" --top 0 "$g"
 expect 1 "nosuch.safetensors" -- predict "$d/p.yaml" --checkpoint "$d/nosuch.safetensors" "$g"
 [ "$(wc -l <"$err")" -eq 1 ] || fail "a missing checkpoint: the error is not one line"
+
+# Training saved the class names and input shape in the checkpoint: with the
+# data moved away, predictions are unchanged.
+expect 0 "" -- predict "$d/p.yaml" --checkpoint "$ck" --top 4 "$g"
+before=$(sed 's/^[^:]*://' "$out")
+mv "$d/imgs" "$d/moved" || fail "moving the data away"
+g="$d/moved/glass/00.png"
+expect 0 "" -- predict "$d/p.yaml" --checkpoint "$ck" --top 4 "$g"
+check_line "$g" 4 "$(cat "$out")"
+[ "$(sed 's/^[^:]*://' "$out")" = "$before" ] || fail "predict without the data: another result"
 
 [ "$failures" -eq 0 ] && echo "predict: all checks passed"
 [ "$failures" -eq 0 ]

@@ -460,6 +460,9 @@ static void test_param_without_grad(void **state) {
   }
   expect_close(p[0], h[0].w, 6, 1e-6, "updated every step");
   expect_close(p[1], h[1].w, 6, 1e-6, "updated from step 3");
+  assert_int_equal(pn_optimizer_steps(o), 4);
+  assert_int_equal(pn_optimizer_param_steps(o, 0), 4);
+  assert_int_equal(pn_optimizer_param_steps(o, 1), 2);
   pn_optimizer_free(o);
   for (int k = 0; k < 2; k++) {
     pn_tensor_unref(p[k]);
@@ -489,6 +492,66 @@ static void test_set_state(void **state) {
   expect_close(pn_optimizer_state(o, 0, 0), (double[]){2.5, 2.5, 2.5, 2.5}, 4, 1e-7, "buffer");
   expect_close(p, (double[]){0.75, 1.75, 2.75, 3.75}, 4, 1e-7, "param");
   assert_string_equal(pn_optimizer_state(o, 0, 0)->name, "w.momentum_buffer");
+  pn_optimizer_free(o);
+  pn_tensor_unref(p);
+}
+
+/* A restored parameter continues from its own count, not the run's: Adam's
+ * bias correction of the next step uses it. The host parameter takes two
+ * steps; the optimizer gets its state and count and takes the third. */
+static void test_restore_param_steps(void **state) {
+  (void)state;
+  pn_device *dev = tu_device("reference");
+  const ocase *c = &cases[6]; /* adam */
+  hstate h = hstate_new(5);
+  double g[5];
+  fill(h.w, 5, -1, 1);
+  for (int t = 0; t < 2; t++) {
+    fill(g, 5, -1, 1);
+    host_step(c, &h, g, 0.01);
+  }
+  pn_tensor *p = param_from(dev, "w", 1, (int64_t[]){5}, h.w);
+  pn_optimizer *o = optimizer("adam", "lr=0.01", &p, 1);
+  pn_tensor *s0 = param_from(dev, "m", 1, (int64_t[]){5}, h.s0);
+  pn_tensor *s1 = param_from(dev, "v", 1, (int64_t[]){5}, h.s1);
+  pn_tensor_set_requires_grad(s0, 0), pn_tensor_set_requires_grad(s1, 0);
+  assert_int_equal(pn_optimizer_set_state(o, 0, 0, s0), PN_OK);
+  assert_int_equal(pn_optimizer_set_state(o, 0, 1, s1), PN_OK);
+  pn_optimizer_set_steps(o, 9); /* the run's: the parameter was frozen for 7 */
+  assert_int_equal(pn_optimizer_param_steps(o, 0), 9);
+  pn_optimizer_set_param_steps(o, 0, 2);
+  fill(g, 5, -1, 1);
+  set_grad(p, g);
+  host_step(c, &h, g, 0.01);
+  assert_int_equal(pn_optimizer_step(o, 0.01, -1), PN_OK);
+  assert_int_equal(pn_optimizer_steps(o), 10);
+  assert_int_equal(pn_optimizer_param_steps(o, 0), 3);
+  expect_close(p, h.w, 5, 1e-6, "third step with its own count");
+  pn_optimizer_free(o);
+  pn_tensor_unref(p);
+  hstate_free(&h);
+}
+
+/* A stage's weight decay replaces the config's until set back: plain SGD
+ * moves w by -lr (g + wd w). */
+static void test_set_weight_decay(void **state) {
+  (void)state;
+  pn_device *dev = tu_device("reference");
+  pn_tensor *p = param_from(dev, "w", 1, (int64_t[]){2}, (double[]){1, -2});
+  pn_optimizer *o = optimizer("sgd", "momentum=0,weight_decay=0.5", &p, 1);
+  assert_true(pn_optimizer_base_weight_decay(o) == 0.5);
+  pn_optimizer_set_weight_decay(o, 0.25);
+  assert_true(pn_optimizer_base_weight_decay(o) == 0.5);
+  set_grad(p, (double[]){1, 1});
+  assert_int_equal(pn_optimizer_step(o, 0.1, -1), PN_OK);
+  /* 1 - 0.1 (1 + 0.25); -2 - 0.1 (1 - 0.5) */
+  expect_close(p, (double[]){0.875, -2.05}, 2, 1e-7, "stage's decay");
+  pn_optimizer_zero_grad(o);
+  pn_optimizer_set_weight_decay(o, pn_optimizer_base_weight_decay(o));
+  set_grad(p, (double[]){1, 1});
+  assert_int_equal(pn_optimizer_step(o, 0.1, -1), PN_OK);
+  /* 0.875 - 0.1 (1 + 0.4375); -2.05 - 0.1 (1 - 1.025) */
+  expect_close(p, (double[]){0.73125, -2.0475}, 2, 1e-7, "config's decay");
   pn_optimizer_free(o);
   pn_tensor_unref(p);
 }
@@ -690,6 +753,8 @@ int main(void) {
       cmocka_unit_test(test_lr_multiplier),
       cmocka_unit_test(test_param_without_grad),
       cmocka_unit_test(test_set_state),
+      cmocka_unit_test(test_restore_param_steps),
+      cmocka_unit_test(test_set_weight_decay),
       cmocka_unit_test(test_move_between_backends),
       cmocka_unit_test(test_adam_converges),
       cmocka_unit_test(test_schedule_constant_and_warmup),

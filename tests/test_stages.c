@@ -270,6 +270,41 @@ static void test_group_rates(void **state) {
   pn_pipeline_free(p1), pn_pipeline_free(p2);
 }
 
+/* One SGD step without momentum moves w by -lr (g + wd w): with the same
+ * first gradient, a stage's weight decay of 0.2 against the optimizer's
+ * 0.05 (which a stage without one keeps) moves w by a further -lr 0.15 w. */
+static void test_stage_weight_decay(void **state) {
+  (void)state;
+  const char *opt = "{type: sgd, lr: 0.5, weight_decay: 0.05}";
+  write_pipeline("wd.yaml", opt, "  stages: [{epochs: 1, lr: 0.1, weight_decay: 0.2}]\n",
+                 "checkpoint: {path: wd.safetensors}\n");
+  write_pipeline("nowd.yaml", opt, "  stages: [{epochs: 1, lr: 0.1}]\n",
+                 "checkpoint: {path: nowd.safetensors}\n");
+  char *sets[] = {"data.valid.split=0", "data.train.limit=32"}, path[512];
+  pn_pipeline *pa = NULL, *pb = NULL;
+  snprintf(path, sizeof path, "%s/wd.yaml", dir);
+  assert_int_equal(pn_pipeline_load(path, sets, 2, &pa), PN_OK);
+  snprintf(path, sizeof path, "%s/nowd.yaml", dir);
+  assert_int_equal(pn_pipeline_load(path, sets, 2, &pb), PN_OK);
+  char *table = train(pa, NULL, NULL);
+  assert_non_null(strstr(table, "stage 1/1: 1 epoch, all trainable, lr 1e-01, weight decay 0.2\n"));
+  free(table);
+  free(train(pb, NULL, NULL));
+  pn_tensor_map *w0 = initial_params(pa), *a = load_ckpt("wd.safetensors"),
+                *b = load_ckpt("nowd.safetensors");
+  const char *names[] = {"fc1.weight", "fc2.weight", "fc2.bias"};
+  for (int i = 0; i < 3; i++) {
+    pn_tensor *t0 = pn_tensor_map_get(w0, names[i]), *ta = pn_tensor_map_get(a, names[i]),
+              *tb = pn_tensor_map_get(b, names[i]);
+    const float *x0 = pn_tensor_data(t0), *xa = pn_tensor_data(ta), *xb = pn_tensor_data(tb);
+    for (int64_t j = 0; j < pn_tensor_numel(t0); j++)
+      assert_float_equal((double)xa[j] - xb[j], -0.1 * 0.15 * x0[j], 1e-6);
+  }
+  pn_tensor_map_free(w0), pn_tensor_map_free(a), pn_tensor_map_free(b);
+  assert_true(pa->hash != pb->hash);
+  pn_pipeline_free(pa), pn_pipeline_free(pb);
+}
+
 /* ------------------------------------------------------------ schedules */
 
 static double factor(const char *pairs, int64_t step, int64_t total) {
@@ -354,6 +389,66 @@ static void test_resume_into_second_stage(void **state) {
   pn_pipeline_free(pf), pn_pipeline_free(ps);
 }
 
+static void copy_file(const char *from, const char *to) {
+  char a[512], b[512], buf[4096];
+  snprintf(a, sizeof a, "%s/%s", dir, from);
+  snprintf(b, sizeof b, "%s/%s", dir, to);
+  FILE *in = fopen(a, "rb"), *out = fopen(b, "wb");
+  assert_true(in && out);
+  for (size_t n; (n = fread(buf, 1, sizeof buf, in)) > 0;)
+    assert_int_equal(fwrite(buf, 1, n, out), n);
+  fclose(in);
+  assert_int_equal(fclose(out), 0);
+}
+
+/* Keeps the checkpoint written after epoch `epoch` (it is rewritten every
+ * epoch): the run's first step of the next epoch comes after it. */
+typedef struct keeper {
+  int64_t epoch;
+  const char *from, *to;
+  int kept;
+} keeper;
+
+static void keep_checkpoint(const pn_train_step *s, void *user) {
+  keeper *k = user;
+  if (s->epoch != k->epoch || k->kept) return;
+  copy_file(k->from, k->to);
+  k->kept = 1;
+}
+
+/* Stopped after the first epoch of a two-epoch stage that unfreezes the
+ * body: the body has had one epoch of updates, the head three, so each
+ * counts its own steps for Adam's bias correction (the run's count would
+ * give the body the head's). Resumed, it must match not stopping. */
+static void test_resume_inside_unfreezing_stage(void **state) {
+  (void)state;
+  const char *section = "  groups: {body: [fc1, bn], head: [fc2]}\n"
+                        "  train_bn: false\n"
+                        "  stages:\n"
+                        "    - {epochs: 2, freeze: [body], lr: 3.0e-3}\n"
+                        "    - {epochs: 2, lr: [1.0e-3, 1.0e-2]}\n";
+  write_pipeline("mid.yaml", "{type: adam}", section,
+                 "schedule: {type: onecycle}\ncheckpoint: {path: mid.safetensors, every: 1}\n");
+  pn_pipeline *p = load("mid.yaml");
+  keeper k = {3, "mid.safetensors", "mid-epoch3.safetensors", 0};
+  pn_train_options o = {NULL, NULL, NULL, NULL};
+  pn_train_result r;
+  FILE *null = fopen("/dev/null", "w");
+  o.out = null;
+  if (pn_train_observed(p, &o, keep_checkpoint, &k, &r) != PN_OK) fail_msg("%s", pn_last_error());
+  fclose(null);
+  assert_true(k.kept);
+  pn_tensor_map *uninterrupted = load_ckpt("mid.safetensors"), *at3 = load_ckpt(k.to);
+  assert_string_equal(pn_tensor_map_meta(at3, "epoch"), "3");
+  assert_non_null(pn_tensor_map_get(at3, "optimizer.exp_avg.fc1.weight"));
+  pn_tensor_map_free(at3);
+  free(train(p, k.to, NULL));
+  pn_tensor_map *resumed = load_ckpt("mid.safetensors");
+  assert_same_maps(uninterrupted, resumed);
+  pn_tensor_map_free(uninterrupted), pn_tensor_map_free(resumed);
+  pn_pipeline_free(p);
+}
+
 /* ------------------------------------------------------------ plan, hash, errors */
 
 static char *print_plan(const pn_pipeline *p) {
@@ -369,7 +464,8 @@ static void test_plan_and_hash(void **state) {
   (void)state;
   char t[512];
   snprintf(t, sizeof t, two_stages,
-           "    - {epochs: 3, lr: [1.0e-6, 1.0e-4], schedule: {pct_start: 0.8}}\n");
+           "    - {epochs: 3, lr: [1.0e-6, 1.0e-4], schedule: {pct_start: 0.8},\n"
+           "       weight_decay: 1e-2}\n");
   write_pipeline("plan.yaml", "{type: adam}", t, "schedule: {type: onecycle}\n");
   write_pipeline("plain.yaml", "{type: adam}", "", "schedule: {type: onecycle}\n");
   write_pipeline("grouped.yaml", "{type: adam}", "  groups: {body: [fc1, bn], head: [fc2]}\n",
@@ -380,8 +476,8 @@ static void test_plan_and_hash(void **state) {
   assert_non_null(
       strstr(text, "  train_bn: false\n  groups:\n    body: [fc1, bn]\n    head: [fc2]\n"));
   assert_non_null(strstr(text, "    - {epochs: 2, freeze: [body], lr: 0.003}\n"));
-  assert_non_null(
-      strstr(text, "    - {epochs: 3, lr: [1e-06, 0.0001], schedule: {pct_start: 0.8}}\n"));
+  assert_non_null(strstr(text, "    - {epochs: 3, lr: [1e-06, 0.0001], weight_decay: 0.01, "
+                               "schedule: {pct_start: 0.8}}\n"));
   free(text);
   /* Groups alone decide nothing; stages do. */
   assert_true(plain->hash == grouped->hash);
@@ -432,6 +528,10 @@ static void test_stage_errors(void **state) {
   expect_error("  stages:\n    - {epochs: 1, schedule: {pct_strat: 0.5}}\n",
                "bad.yaml:20:30: train.stages[0].schedule", "did you mean 'pct_start'");
   expect_error("  stages: []\n", "train.stages is empty", NULL);
+  expect_error("  stages:\n    - {epochs: 1, weight_decay: -0.1}\n",
+               "bad.yaml:20:33: train.stages[0].weight_decay must not be negative", NULL);
+  expect_error("  stages:\n    - {epochs: 1, weight_decy: 0.1}\n", "did you mean 'weight_decay'",
+               NULL);
 }
 
 /* A size needs an image set: said before any training. */
@@ -594,8 +694,10 @@ int main(void) {
       cmocka_unit_test(test_freeze_keeps_frozen_bits),
       cmocka_unit_test(test_frozen_ops_are_not_recorded),
       cmocka_unit_test(test_group_rates),
+      cmocka_unit_test(test_stage_weight_decay),
       cmocka_unit_test(test_schedule_restarts),
       cmocka_unit_test(test_resume_into_second_stage),
+      cmocka_unit_test(test_resume_inside_unfreezing_stage),
       cmocka_unit_test(test_plan_and_hash),
       cmocka_unit_test(test_stage_errors),
       cmocka_unit_test(test_size_needs_images),

@@ -2,17 +2,22 @@
  * image, with probabilities, and the pipeline's class groups (data.groups:
  * seed 001's garbage bins). Each image goes through the validation
  * transforms exactly as a validation sample does (core/data.c's read_image),
- * so a prediction here matches what `plugnet eval` measured. */
+ * so a prediction here matches what `plugnet eval` measured. The class names
+ * and input shape come from the checkpoint, where training saves them, so
+ * the training data need not be at hand; older checkpoints take them from
+ * the training set. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <plugnet/plugnet.h>
 
 #include "cli.h"
 
-#define MAX_SETS 64
-#define NAME_LEN 128
+#define MAX_SETS    64
+#define NAME_LEN    128
+#define MAX_CLASSES 1000000 /* a bound on what a checkpoint may claim */
 
 typedef struct args {
   const char *pipeline, *checkpoint, *backend;
@@ -101,8 +106,9 @@ static pn_status setup_device(predictor *pr, const char *backend) {
 }
 
 /* The training set, for its class names and the model's input shape (as
- * training built it: sample 0 through the training transforms). An
- * imagefolder only needs its headers read for that, not every image decoded. */
+ * training built it: sample 0 through the training transforms), when the
+ * checkpoint lacks them. An imagefolder only needs its headers read for
+ * that, not every image decoded. */
 static pn_status open_train(const pn_pipeline *p, pn_dataset **ds, pn_transforms **tf) {
   const pn_pipeline_feature *f = &p->train_data;
   if (!f->feature) return pn_error(PN_ERR_INVALID, "%s: the pipeline has no data.train", p->file);
@@ -130,6 +136,72 @@ static pn_status read_names(predictor *pr, pn_dataset *ds) {
     snprintf(pr->names[k], NAME_LEN, "%s", pn_dataset_class_name(ds, k, buf, sizeof buf));
   }
   return PN_OK;
+}
+
+static pn_status from_train_set(predictor *pr, pn_shape *in) {
+  pn_dataset *ds = NULL;
+  pn_transforms *tf = NULL;
+  pn_status s = open_train(pr->p, &ds, &tf);
+  if (s == PN_OK) s = read_names(pr, ds);
+  if (s == PN_OK) *in = pn_dataset_get_info(ds)->x_shape;
+  pn_dataset_close(ds);
+  pn_transforms_free(tf);
+  return s;
+}
+
+static pn_status bad_meta(const char *file, const char *key, const char *want) {
+  return pn_error(PN_ERR_PARSE, "%s: __metadata__ '%s' is not %s", file, key, want);
+}
+
+/* "classes": a JSON array of names, as training writes it. */
+static pn_status names_from_meta(predictor *pr, const char *text, const char *file) {
+  const char *want = "a JSON array of class names";
+  json_t *a = json_loads(text, 0, NULL);
+  size_t n = json_is_array(a) ? json_array_size(a) : 0;
+  pn_status s = n > 0 && n <= MAX_CLASSES ? PN_OK : bad_meta(file, "classes", want);
+  if (s == PN_OK && !(pr->names = calloc(n, sizeof *pr->names)))
+    s = pn_error(PN_ERR_NOMEM, "out of memory");
+  for (size_t k = 0; s == PN_OK && k < n; k++) {
+    const char *name = json_string_value(json_array_get(a, k));
+    if (name)
+      snprintf(pr->names[k], NAME_LEN, "%s", name);
+    else
+      s = bad_meta(file, "classes", want);
+  }
+  if (s == PN_OK) pr->n_classes = (int)n;
+  json_decref(a);
+  return s;
+}
+
+/* "input_shape": [channels, height, width] of a training sample. */
+static pn_status shape_from_meta(const char *text, const char *file, pn_shape *in) {
+  const char *want = "[channels, height, width]";
+  json_t *a = json_loads(text, 0, NULL);
+  pn_status s =
+      json_is_array(a) && json_array_size(a) == 3 ? PN_OK : bad_meta(file, "input_shape", want);
+  memset(in, 0, sizeof *in);
+  in->ndim = 3;
+  for (int i = 0; s == PN_OK && i < 3; i++) {
+    json_t *d = json_array_get(a, (size_t)i);
+    if (json_is_integer(d) && json_integer_value(d) > 0)
+      in->dim[i] = json_integer_value(d);
+    else
+      s = bad_meta(file, "input_shape", want);
+  }
+  json_decref(a);
+  return s;
+}
+
+/* What training saved beside the weights; *saved = 0 when the checkpoint
+ * predates it (or the training set names no classes). */
+static pn_status from_checkpoint(predictor *pr, const pn_tensor_map *m, const char *file,
+                                 pn_shape *in, int *saved) {
+  const char *classes = pn_tensor_map_meta(m, "classes");
+  const char *shape = pn_tensor_map_meta(m, "input_shape");
+  *saved = classes && shape;
+  if (!*saved) return PN_OK;
+  PN_TRY(names_from_meta(pr, classes, file));
+  return shape_from_meta(shape, file, in);
 }
 
 static int class_index(const predictor *pr, const char *name) {
@@ -191,7 +263,7 @@ static pn_status check_outputs(const predictor *pr) {
   char buf[64];
   return pn_error(PN_ERR_SHAPE,
                   "%s: the model's output shape is %s, not one score for each of the %d "
-                  "classes of data.train",
+                  "classes it was trained on",
                   pr->p->file, pn_shape_str(&out, buf, sizeof buf), pr->n_classes);
 }
 
@@ -207,29 +279,28 @@ static pn_status make_transforms(predictor *pr, const pn_tensor_map *m, int64_t 
   return pn_pipeline_transforms(&p->valid_transforms, scale, &pr->tf);
 }
 
-static pn_status load_model(predictor *pr, const pn_shape *in, const char *checkpoint) {
-  pn_tensor_map *m = NULL;
-  PN_TRY(pn_safetensors_load(checkpoint, pr->dev, &m));
+static pn_status load_model(predictor *pr, const pn_shape *in, const pn_tensor_map *m,
+                            const char *checkpoint) {
   pn_status s = pn_pipeline_build_model(pr->p, pr->p->input.ndim ? &pr->p->input : in, &pr->model);
   if (s == PN_OK) s = check_outputs(pr);
   if (s == PN_OK && (s = pn_model_load_state(pr->model, m, 1)) != PN_OK)
     pn_error_prefix(s, "%s: ", checkpoint);
   if (s == PN_OK) s = make_transforms(pr, m, in->dim[2]);
   if (s == PN_OK) pn_model_set_training(pr->model, 0);
-  pn_tensor_map_free(m);
   return s;
 }
 
 static pn_status setup(predictor *pr, const args *a) {
-  pn_dataset *ds = NULL;
-  pn_transforms *train_tf = NULL;
+  pn_tensor_map *m = NULL;
+  pn_shape in;
+  int saved = 0;
   PN_TRY(setup_device(pr, a->backend ? a->backend : pr->p->backend));
-  pn_status s = open_train(pr->p, &ds, &train_tf);
-  if (s == PN_OK) s = read_names(pr, ds);
+  PN_TRY(pn_safetensors_load(a->checkpoint, pr->dev, &m));
+  pn_status s = from_checkpoint(pr, m, a->checkpoint, &in, &saved);
+  if (s == PN_OK && !saved) s = from_train_set(pr, &in);
   if (s == PN_OK) s = resolve_groups(pr);
-  if (s == PN_OK) s = load_model(pr, &pn_dataset_get_info(ds)->x_shape, a->checkpoint);
-  pn_dataset_close(ds);
-  pn_transforms_free(train_tf);
+  if (s == PN_OK) s = load_model(pr, &in, m, a->checkpoint);
+  pn_tensor_map_free(m);
   return s;
 }
 

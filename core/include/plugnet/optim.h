@@ -63,9 +63,21 @@ void pn_optimizer_free(pn_optimizer *o);
 /* Updates every parameter that has a gradient with learning rate lr. */
 pn_status pn_optimizer_step(pn_optimizer *o, double lr, double momentum);
 void pn_optimizer_zero_grad(pn_optimizer *o);
+/* The run's step count (what schedules follow). Setting it also gives each
+ * parameter that has state that count as its own. */
 int64_t pn_optimizer_steps(const pn_optimizer *o);
 void pn_optimizer_set_steps(pn_optimizer *o, int64_t steps);
+/* A parameter's own count: its updates so far, the `step` its next update
+ * passes to the plugin minus one. A parameter that first gets a gradient
+ * late (unfrozen in a later stage) counts from its first update, as in
+ * PyTorch; a resumed run restores each count. */
+int64_t pn_optimizer_param_steps(const pn_optimizer *o, int param);
+void pn_optimizer_set_param_steps(pn_optimizer *o, int param, int64_t steps);
 double pn_optimizer_base_lr(const pn_optimizer *o); /* the config's "lr" */
+/* The weight decay every update uses from now on (a stage's own), and the
+ * config's "weight_decay" to return to. */
+void pn_optimizer_set_weight_decay(pn_optimizer *o, double wd);
+double pn_optimizer_base_weight_decay(const pn_optimizer *o);
 /* Per-parameter learning-rate multiplier (discriminative rates); default 1. */
 void pn_optimizer_set_lr_mult(pn_optimizer *o, int param, double mult);
 void pn_optimizer_set_param(pn_optimizer *o, int param, pn_tensor *t);

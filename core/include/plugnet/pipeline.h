@@ -60,6 +60,10 @@ typedef struct pn_stage {
   double lr_lo, lr_hi;
   int64_t size;        /* the image size from this stage on; 0: as before */
   pn_config *schedule; /* the schedule with this stage's overrides; NULL: the pipeline's */
+  /* Replaces optimizer.weight_decay during the stage when has_weight_decay
+   * (0 is a valid value, so it cannot mean unset). */
+  int has_weight_decay;
+  double weight_decay;
 } pn_stage;
 
 typedef struct pn_pipeline {
