@@ -232,6 +232,8 @@ static const ccase cmp_cases[] = {
     {"small planes, batch 16", 16, 17, 5, 5, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
     {"7x7 planes, batch 3", 3, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0},
     {"1x1 small planes", 16, 32, 4, 4, 48, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1},
+    {"1x1 8x8 planes, batch 40, groups 4", 40, 64, 8, 8, 64, 1, 1, 1, 1, 0, 0, 1, 1, 4, 1},
+    {"1x1 stride 2, batch 33", 33, 20, 15, 15, 30, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1},
     {"kernel larger than stride pad", 1, 3, 4, 4, 2, 3, 3, 1, 1, 2, 2, 1, 1, 1, 1},
     /* depthwise: stride-phase planes, even/odd row splits with a vector
      * body and scalar tails, tap groups over 9, long planes, wide padding */
