@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <plugnet/device.h>
+#include <plugnet/log.h>
 #include <plugnet/model.h>
 #include <plugnet/pipeline.h>
 #include <plugnet/registry.h>
@@ -77,9 +79,13 @@ static pn_status parse_feature(ctx *c, const pni_ynode *node, const char *kind, 
                             &out->cfg);
 }
 
+static void free_names(char **names, int n) {
+  for (int k = 0; k < n; k++) free(names[k]);
+  free(names);
+}
+
 static void feature_clear(pn_pipeline_feature *f) {
-  for (int i = 0; i < f->n_inputs; i++) free(f->inputs[i]);
-  free(f->inputs);
+  free_names(f->inputs, f->n_inputs);
   free(f->name);
   free(f->feature);
   pn_config_free(f->cfg);
@@ -125,17 +131,35 @@ static pn_status parse_names(ctx *c, const pni_ynode *seq, const char *what, cha
   return PN_OK;
 }
 
+/* A scalar or a sequence of scalars, as a list of names. */
+static pn_status parse_name_or_names(ctx *c, const pni_ynode *n, const char *what, char ***out,
+                                     int *count) {
+  if (n->kind != PNI_YSCALAR) return parse_names(c, n, what, out, count);
+  if (!(*out = calloc(2, sizeof **out))) return nomem();
+  *count = 1;
+  return dup_into(&(*out)[0], n->text);
+}
+
+/* Entry i of a mapping of names to lists of names (`{a: [x, y], b: [z]}`,
+ * and `b: z` too when one_ok). */
+static pn_status parse_named_list(ctx *c, const pni_ynode *map, int i, const char *what, int one_ok,
+                                  char **name, char ***names, int *n) {
+  const pni_ynode *v = pni_ymap_value(map, i);
+  PN_TRY(dup_into(name, pni_ymap_key(map, i)->text));
+  return one_ok ? parse_name_or_names(c, v, what, names, n) : parse_names(c, v, what, names, n);
+}
+
 /* `groups: {recyclable: [glass, metal], other: [trash]}`. */
 static pn_status parse_groups(ctx *c, const pni_ynode *g) {
   pn_pipeline *p = c->p;
   if (!g || pni_yis_null(g)) return PN_OK;
   PN_TRY(pni_yexpect(c->doc, g, PNI_YMAP, "data.groups"));
   if (!(p->groups = calloc((size_t)g->n + 1, sizeof *p->groups))) return nomem();
-  for (int i = 0; i < g->n; i++, p->n_groups++) {
-    pn_class_group *grp = &p->groups[i];
-    PN_TRY(dup_into(&grp->name, pni_ymap_key(g, i)->text));
-    PN_TRY(parse_names(c, pni_ymap_value(g, i), "data.groups: a group's classes", &grp->classes,
-                       &grp->n_classes));
+  for (int i = 0; i < g->n; i++) {
+    /* Counted before it is filled, so that a failure frees what it holds. */
+    pn_class_group *grp = &p->groups[p->n_groups++];
+    PN_TRY(parse_named_list(c, g, i, "data.groups: a group's classes", 0, &grp->name, &grp->classes,
+                            &grp->n_classes));
   }
   return PN_OK;
 }
@@ -270,15 +294,6 @@ int pn_pipeline_param_group(const pn_pipeline *p, const char *param) {
   return p->n_param_groups - 1;
 }
 
-/* A scalar or a sequence of scalars, as a list of names. */
-static pn_status parse_name_or_names(ctx *c, const pni_ynode *n, const char *what, char ***out,
-                                     int *count) {
-  if (n->kind != PNI_YSCALAR) return parse_names(c, n, what, out, count);
-  if (!(*out = calloc(2, sizeof **out))) return nomem();
-  *count = 1;
-  return dup_into(&(*out)[0], n->text);
-}
-
 /* A prefix naming no node (nor a parameter inside one) is a typo: a group
  * that silently holds nothing would leave the layers meant for it trainable. */
 static pn_status check_prefix(ctx *c, const pni_ynode *at, const char *prefix) {
@@ -306,9 +321,8 @@ static pn_status parse_param_groups(ctx *c, const pni_ynode *g) {
     /* Counted before it is filled, so that a failure frees what it holds. */
     pn_param_group *grp = &p->param_groups[p->n_param_groups++];
     const pni_ynode *v = pni_ymap_value(g, i);
-    PN_TRY(dup_into(&grp->name, pni_ymap_key(g, i)->text));
-    PN_TRY(parse_name_or_names(c, v, "train.groups: a group's node names", &grp->prefixes,
-                               &grp->n_prefixes));
+    PN_TRY(parse_named_list(c, g, i, "train.groups: a group's node names", 1, &grp->name,
+                            &grp->prefixes, &grp->n_prefixes));
     for (int k = 0; k < grp->n_prefixes; k++)
       PN_TRY(check_prefix(c, v->kind == PNI_YSEQ ? v->kids[k] : v, grp->prefixes[k]));
   }
@@ -850,6 +864,33 @@ pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input, p
   return PN_OK;
 }
 
+/* An op a device backend lacks runs on a loaded backend that has it (op.c);
+ * a GPU backend alone would leave nowhere to go, so a host one is loaded
+ * beside it. */
+static void load_host_fallback(const pn_pipeline *p) {
+  static const char *const hosts[] = {"cpu", "reference"};
+  for (size_t i = 0; i < sizeof hosts / sizeof *hosts; i++) {
+    pn_device *h;
+    if (pn_device_get(hosts[i], &h) != PN_OK) continue;
+    if (p->threads > 0 && h->iface->set_threads) h->iface->set_threads(h->ctx, p->threads);
+    return;
+  }
+  PN_WARN("no host backend to run ops the device lacks: %s", pn_last_error());
+}
+
+pn_status pn_pipeline_device(const pn_pipeline *p, const char *backend, pn_device **out) {
+  char why[256] = "";
+  if (!backend) backend = p->backend;
+  PN_TRY(pn_device_get(backend, out));
+  pn_device *d = *out;
+  if (d->iface->probe && d->iface->probe(d->ctx, why, sizeof why) != PN_OK)
+    return pn_error(PN_ERR_DEVICE, "backend '%s' is unavailable: %s", backend, why);
+  if (p->threads > 0 && d->iface->set_threads) PN_TRY(d->iface->set_threads(d->ctx, p->threads));
+  pn_set_default_device(d);
+  if (!pn_device_is_host(d)) load_host_fallback(p);
+  return PN_OK;
+}
+
 pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
                                  pn_transforms **out) {
   const char **names = calloc((size_t)c->n + 1, sizeof *names);
@@ -867,8 +908,7 @@ pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
 
 static void groups_free(pn_pipeline *p) {
   for (int i = 0; i < p->n_groups; i++) {
-    for (int k = 0; k < p->groups[i].n_classes; k++) free(p->groups[i].classes[k]);
-    free(p->groups[i].classes);
+    free_names(p->groups[i].classes, p->groups[i].n_classes);
     free(p->groups[i].name);
   }
   free(p->groups);
@@ -876,14 +916,12 @@ static void groups_free(pn_pipeline *p) {
 
 static void staging_free(pn_pipeline *p) {
   for (int g = 0; g < p->n_param_groups; g++) {
-    for (int k = 0; k < p->param_groups[g].n_prefixes; k++) free(p->param_groups[g].prefixes[k]);
-    free(p->param_groups[g].prefixes);
+    free_names(p->param_groups[g].prefixes, p->param_groups[g].n_prefixes);
     free(p->param_groups[g].name);
   }
   free(p->param_groups);
   for (int i = 0; i < p->n_stages; i++) {
-    for (int k = 0; k < p->stages[i].n_freeze; k++) free(p->stages[i].freeze[k]);
-    free(p->stages[i].freeze);
+    free_names(p->stages[i].freeze, p->stages[i].n_freeze);
     pn_config_free(p->stages[i].schedule);
   }
   free(p->stages);
@@ -899,13 +937,11 @@ void pn_pipeline_free(pn_pipeline *p) {
   groups_free(p);
   for (int i = 0; i < p->n_layers; i++) feature_clear(&p->layers[i]);
   free(p->layers);
-  for (int i = 0; i < p->n_outputs; i++) free(p->outputs[i]);
-  free(p->outputs);
+  free_names(p->outputs, p->n_outputs);
   feature_clear(&p->loss);
   feature_clear(&p->optimizer);
   feature_clear(&p->schedule);
-  for (int i = 0; i < p->n_metrics; i++) free(p->metrics[i]);
-  free(p->metrics);
+  free_names(p->metrics, p->n_metrics);
   staging_free(p);
   free(p->file), free(p->name), free(p->backend), free(p->progress), free(p->checkpoint);
   free(p);

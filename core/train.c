@@ -97,13 +97,7 @@ static void run_free(run *r) {
 /* ------------------------------------------------------------ setup */
 
 static pn_status setup_device(run *r, const char *backend) {
-  PN_TRY(pn_device_get(backend, &r->dev));
-  char why[256] = "";
-  if (r->dev->iface->probe && r->dev->iface->probe(r->dev->ctx, why, sizeof why) != PN_OK)
-    return pn_error(PN_ERR_DEVICE, "backend '%s' is unavailable: %s", backend, why);
-  if (r->p->threads > 0 && r->dev->iface->set_threads)
-    PN_TRY(r->dev->iface->set_threads(r->dev->ctx, r->p->threads));
-  pn_set_default_device(r->dev);
+  PN_TRY(pn_pipeline_device(r->p, backend, &r->dev));
   pn_set_seed(r->p->seed);
   return PN_OK;
 }

@@ -19,29 +19,13 @@
 #include <plugnet/checkpoint.h>
 #include <plugnet/plugnet.h>
 
-static char tmpdir[] = "/tmp/pn_test_ckpt_XXXXXX";
-
-static const char *in_tmp(const char *name) {
-  static char path[8][512];
-  static int next;
-  char *p = path[next++ % 8];
-  snprintf(p, sizeof path[0], "%s/%s", tmpdir, name);
-  return p;
-}
-
-static pn_device *ref_device(void) {
-  pn_device *d = NULL;
-  assert_int_equal(pn_device_get("reference", &d), PN_OK);
-  return d;
-}
-
 static const float w_vals[6] = {0.5f, -1.25f, 3.0f, 4.75f, -5.0f, 6.125f};
 static const int32_t i32_vals[4] = {1, -2, 3, -2147483647 - 1};
 static const int64_t i64_vals[3] = {-1, 0, (int64_t)1 << 40};
 static const uint8_t u8_vals[4] = {0, 1, 254, 255};
 
 static pn_tensor *from_host(pn_dtype dt, int ndim, const int64_t *shape, const void *v) {
-  pn_tensor *t = pn_tensor_from_host(ref_device(), dt, ndim, shape, v);
+  pn_tensor *t = pn_tensor_from_host(tu_device("reference"), dt, ndim, shape, v);
   assert_non_null(t);
   return t;
 }
@@ -99,9 +83,9 @@ static void test_map(void **state) {
   assert_null(pn_tensor_map_meta(m, "absent"));
   /* JSON holds UTF-8 only: a bad name is refused, and nothing is written. */
   put(m, "bad\xff", from_host(PN_U8, 1, (int64_t[]){1}, u8_vals));
-  assert_int_equal(pn_safetensors_save(in_tmp("utf8.safetensors"), m), PN_ERR_INVALID);
+  assert_int_equal(pn_safetensors_save(tu_path("utf8.safetensors"), m), PN_ERR_INVALID);
   assert_non_null(strstr(pn_last_error(), "not UTF-8"));
-  assert_int_equal(access(in_tmp("utf8.safetensors"), F_OK), -1);
+  assert_int_equal(access(tu_path("utf8.safetensors"), F_OK), -1);
   pn_tensor_map_free(m);
 }
 
@@ -111,12 +95,12 @@ static void test_round_trip(void **state) {
   /* A transposed view is saved as its values, not its buffer. */
   pn_tensor *t = pn_tensor_transposed(pn_tensor_map_get(m, "layer1.weight"), 0, 1);
   put(m, "transposed", t);
-  const char *path = in_tmp("rt.safetensors");
+  const char *path = tu_path("rt.safetensors");
   assert_int_equal(pn_safetensors_save(path, m), PN_OK);
   pn_tensor_map_free(m);
 
   pn_tensor_map *back = NULL;
-  assert_int_equal(pn_safetensors_load(path, ref_device(), &back), PN_OK);
+  assert_int_equal(pn_safetensors_load(path, tu_device("reference"), &back), PN_OK);
   assert_int_equal(pn_tensor_map_count(back), 7);
   const char *order[] = {"layer1.weight", "ints", "step", "mask", "scalar", "empty", "transposed"};
   for (int i = 0; i < 7; i++) assert_string_equal(pn_tensor_map_name(back, i), order[i]);
@@ -134,30 +118,17 @@ static void test_round_trip(void **state) {
   pn_tensor_map_free(back);
 }
 
-static char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  *n = (size_t)ftell(f);
-  rewind(f);
-  char *buf = malloc(*n + 1);
-  assert_int_equal(fread(buf, 1, *n, f), *n);
-  buf[*n] = '\0';
-  fclose(f);
-  return buf;
-}
-
 static void test_layout(void **state) {
   (void)state;
   pn_tensor_map *m = pn_tensor_map_new();
   put(m, "b", from_host(PN_U8, 1, (int64_t[]){3}, u8_vals));
   put(m, "a", from_host(PN_F32, 1, (int64_t[]){2}, w_vals));
   assert_int_equal(pn_tensor_map_set_meta(m, "k", "v"), PN_OK);
-  const char *path = in_tmp("layout.safetensors");
+  const char *path = tu_path("layout.safetensors");
   assert_int_equal(pn_safetensors_save(path, m), PN_OK);
   pn_tensor_map_free(m);
   size_t n = 0;
-  char *buf = slurp(path, &n);
+  char *buf = tu_read_file(path, &n);
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)buf[i];
   assert_int_equal(hlen % 8, 0);
@@ -184,9 +155,9 @@ static int leftovers(const char *dir) {
 static void test_atomic_save(void **state) {
   (void)state;
   pn_tensor_map *m = sample_map();
-  const char *path = in_tmp("atomic.safetensors");
+  const char *path = tu_path("atomic.safetensors");
   assert_int_equal(pn_safetensors_save(path, m), PN_OK);
-  assert_false(leftovers(tmpdir));
+  assert_false(leftovers(tu_tmpdir()));
 
   /* The temporary file cannot be created: a directory sits on its name. */
   char tmp[600];
@@ -198,13 +169,13 @@ static void test_atomic_save(void **state) {
   assert_non_null(strstr(pn_last_error(), path));
   assert_int_equal(rmdir(tmp), 0);
   pn_tensor_map *back = NULL;
-  assert_int_equal(pn_safetensors_load(path, ref_device(), &back), PN_OK);
+  assert_int_equal(pn_safetensors_load(path, tu_device("reference"), &back), PN_OK);
   check_tensor(back, "layer1.weight", PN_F32, 2, (int64_t[]){2, 3}, w_vals);
   assert_null(pn_tensor_map_get(back, "x"));
   pn_tensor_map_free(back);
 
   /* A directory that cannot be written (only meaningful when not root). */
-  const char *ro = in_tmp("readonly");
+  const char *ro = tu_path("readonly");
   assert_int_equal(mkdir(ro, 0555), 0);
   char inside[600];
   snprintf(inside, sizeof inside, "%s/x.safetensors", ro);
@@ -218,7 +189,7 @@ static void test_atomic_save(void **state) {
   snprintf(inside, sizeof inside, "%s/x.safetensors", path);
   assert_int_equal(pn_safetensors_save(inside, other), PN_ERR_IO);
   assert_non_null(strstr(pn_last_error(), inside));
-  assert_false(leftovers(tmpdir));
+  assert_false(leftovers(tu_tmpdir()));
   pn_tensor_map_free(other);
   pn_tensor_map_free(m);
 }
@@ -227,7 +198,7 @@ static void test_atomic_save(void **state) {
 
 static const char *write_st(const char *name, const char *header, const void *data, size_t n,
                             uint64_t claimed_len) {
-  const char *path = in_tmp(name);
+  const char *path = tu_path("%s", name);
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   uint64_t hlen = claimed_len ? claimed_len : strlen(header);
@@ -242,7 +213,7 @@ static const char *write_st(const char *name, const char *header, const void *da
 
 static void expect_load_error(const char *path, pn_status want, const char *n1, const char *n2) {
   pn_tensor_map *m = NULL;
-  pn_status s = pn_safetensors_load(path, ref_device(), &m);
+  pn_status s = pn_safetensors_load(path, tu_device("reference"), &m);
   const char *msg = pn_last_error();
   if (s != want || !strstr(msg, path) || (n1 && !strstr(msg, n1)) || (n2 && !strstr(msg, n2)))
     fail_msg("%s: status %s, message '%s': wanted %s with '%s' and '%s'", path, pn_status_name(s),
@@ -255,7 +226,7 @@ static void test_corrupt_files(void **state) {
   const unsigned char d16[16] = {0};
   /* A good file cut short. */
   pn_tensor_map *m = sample_map();
-  const char *path = in_tmp("cut.safetensors");
+  const char *path = tu_path("cut.safetensors");
   assert_int_equal(pn_safetensors_save(path, m), PN_OK);
   pn_tensor_map_free(m);
   struct stat st;
@@ -267,10 +238,8 @@ static void test_corrupt_files(void **state) {
                     "beyond");
   expect_load_error(write_st("huge.st", "{}", NULL, 0, (uint64_t)200 << 20), PN_ERR_PARSE, "100 MB",
                     NULL);
-  FILE *f = fopen(in_tmp("tiny.st"), "wb");
-  fputs("abc", f);
-  fclose(f);
-  expect_load_error(in_tmp("tiny.st"), PN_ERR_PARSE, "too short", NULL);
+  tu_write_file(tu_path("tiny.st"), "abc", 3);
+  expect_load_error(tu_path("tiny.st"), PN_ERR_PARSE, "too short", NULL);
   expect_load_error(write_st("json.st", "{\"a\": ", NULL, 0, 0), PN_ERR_PARSE, "bad JSON", NULL);
   expect_load_error(write_st("array.st", "[1, 2]", NULL, 0, 0), PN_ERR_PARSE, "not an object",
                     NULL);
@@ -315,7 +284,7 @@ static void test_corrupt_files(void **state) {
                              "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
                              d16, 2, 0),
                     PN_ERR_PARSE, "bad JSON", "duplicate");
-  expect_load_error(in_tmp("missing.st"), PN_ERR_NOT_FOUND, "No such file", NULL);
+  expect_load_error(tu_path("missing.st"), PN_ERR_NOT_FOUND, "No such file", NULL);
 }
 
 static void test_converted_dtypes(void **state) {
@@ -336,7 +305,7 @@ static void test_converted_dtypes(void **state) {
                               "\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[16,32]}}",
                               data, sizeof data, 0);
   pn_tensor_map *m = NULL;
-  assert_int_equal(pn_safetensors_load(path, ref_device(), &m), PN_OK);
+  assert_int_equal(pn_safetensors_load(path, tu_device("reference"), &m), PN_OK);
   const float want_h[4] = {1.0f, -2.5f, 65504.0f, 5.9604645e-8f};
   const float want_b[2] = {1.0f, -3.0f};
   const float want_d[2] = {0.1f, -1e30f};
@@ -347,21 +316,11 @@ static void test_converted_dtypes(void **state) {
   pn_tensor_map_free(m);
 }
 
-static int setup(void **state) {
-  (void)state;
-  return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  return tu_rmtree(tmpdir);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_map),           cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_layout),        cmocka_unit_test(test_atomic_save),
       cmocka_unit_test(test_corrupt_files), cmocka_unit_test(test_converted_dtypes),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }

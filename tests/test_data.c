@@ -24,16 +24,6 @@
 #define H       2
 #define W       3
 
-static char tmpdir[] = "/tmp/pn_test_data_XXXXXX";
-
-static const char *in_tmp(const char *name) {
-  static char path[64][512];
-  static int next;
-  char *p = path[next++ % 64];
-  snprintf(p, sizeof path[0], "%s/%s", tmpdir, name);
-  return p;
-}
-
 /* ---- writing IDX files */
 
 static size_t idx_bytes(unsigned char *out, int type, int ndim, const uint32_t *dims,
@@ -66,13 +56,6 @@ static size_t gzip_bytes(const unsigned char *in, size_t n, unsigned char *out, 
   return len;
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(data, 1, n, f), n);
-  assert_int_equal(fclose(f), 0);
-}
-
 /* keep: bytes of the (possibly compressed) file to write; 0 means all. */
 static const char *write_idx(const char *name, int type, int ndim, const uint32_t *dims,
                              const unsigned char *payload, size_t n, int gz, size_t keep) {
@@ -83,8 +66,8 @@ static const char *write_idx(const char *name, int type, int ndim, const uint32_
     len = gzip_bytes(raw, len, zipped, sizeof zipped);
     data = zipped;
   }
-  const char *path = in_tmp(name);
-  write_file(path, data, keep && keep < len ? keep : len);
+  const char *path = tu_path("%s", name);
+  tu_write_file(path, data, keep && keep < len ? keep : len);
   return path;
 }
 
@@ -163,9 +146,9 @@ static void test_normalisation(void **state) {
       PN_OK);
   check_samples(d, 2, 0.5, 0.25);
   pn_dataset_close(d);
-  assert_int_equal(open_idx(in_tmp("i.idx"), in_tmp("l.idx"), "std=0", &d), PN_ERR_INVALID);
+  assert_int_equal(open_idx(tu_path("i.idx"), tu_path("l.idx"), "std=0", &d), PN_ERR_INVALID);
   assert_non_null(strstr(pn_last_error(), "std"));
-  assert_int_equal(open_idx(in_tmp("i.idx"), in_tmp("l.idx"), "scale=0", &d), PN_ERR_INVALID);
+  assert_int_equal(open_idx(tu_path("i.idx"), tu_path("l.idx"), "scale=0", &d), PN_ERR_INVALID);
   assert_non_null(strstr(pn_last_error(), "scale"));
 }
 
@@ -184,7 +167,7 @@ static void test_limit(void **state) {
   assert_int_equal(pn_dataset_read(d, &idx, 1, x, &y), PN_OK);
   assert_int_equal(y, labels_u8[2]);
   pn_dataset_close(d);
-  assert_int_equal(open_idx(in_tmp("i.idx"), in_tmp("l.idx"), "limit=100", &d), PN_OK);
+  assert_int_equal(open_idx(tu_path("i.idx"), tu_path("l.idx"), "limit=100", &d), PN_OK);
   assert_int_equal(pn_dataset_get_info(d)->length, N);
   pn_dataset_close(d);
 }
@@ -216,9 +199,9 @@ static void test_gzip_members(void **state) {
   size_t b = gzip_bytes(raw + 10, len - 10, part2, sizeof part2);
   memcpy(both, part1, a);
   memcpy(both + a, part2, b);
-  write_file(in_tmp("members.gz"), both, a + b);
+  tu_write_file(tu_path("members.gz"), both, a + b);
   pn_dataset *d = NULL;
-  assert_int_equal(open_idx(in_tmp("members.gz"), labels_file("l.idx", 0), NULL, &d), PN_OK);
+  assert_int_equal(open_idx(tu_path("members.gz"), labels_file("l.idx", 0), NULL, &d), PN_OK);
   check_samples(d, 255, 0, 1);
   pn_dataset_close(d);
 }
@@ -235,7 +218,8 @@ static void test_class_names(void **state) {
   assert_string_equal(pn_dataset_class_name(d, 6, buf, sizeof buf), "six");
   assert_string_equal(pn_dataset_class_name(d, 9, buf, sizeof buf), "9");
   pn_dataset_close(d);
-  assert_int_equal(open_idx(in_tmp("i.idx"), in_tmp("l.idx"), "classes=a,b,c", &d), PN_ERR_INVALID);
+  assert_int_equal(open_idx(tu_path("i.idx"), tu_path("l.idx"), "classes=a,b,c", &d),
+                   PN_ERR_INVALID);
   assert_non_null(strstr(pn_last_error(), "label 5"));
 }
 
@@ -320,8 +304,8 @@ static void test_broken_gzip(void **state) {
   unsigned char raw[256], zipped[512];
   size_t len = gzip_bytes(raw, idx_bytes(raw, 0x08, 3, dims, px, sizeof px), zipped, sizeof zipped);
   zipped[len - 6] ^= 0xff;
-  write_file(in_tmp("crc.gz"), zipped, len);
-  expect_error(in_tmp("crc.gz"), lb, in_tmp("crc.gz"), "gzip: incorrect data check");
+  tu_write_file(tu_path("crc.gz"), zipped, len);
+  expect_error(tu_path("crc.gz"), lb, tu_path("crc.gz"), "gzip: incorrect data check");
 }
 
 static void test_bad_headers(void **state) {
@@ -333,11 +317,11 @@ static void test_bad_headers(void **state) {
   const char *p = write_idx("float.idx", 0x0D, 3, dims, px, sizeof px, 0, 0);
   expect_error(p, lb, p, "element type 0x0d (float) is not supported");
   unsigned char junk[40] = {0x12, 0x34, 0x08, 0x03};
-  write_file(in_tmp("junk.idx"), junk, sizeof junk);
-  expect_error(in_tmp("junk.idx"), lb, in_tmp("junk.idx"), "not an IDX file");
-  write_file(in_tmp("empty.idx"), junk, 0);
-  expect_error(in_tmp("empty.idx"), lb, in_tmp("empty.idx"), "empty file");
-  expect_error(im, in_tmp("empty.idx"), in_tmp("empty.idx"), "empty file");
+  tu_write_file(tu_path("junk.idx"), junk, sizeof junk);
+  expect_error(tu_path("junk.idx"), lb, tu_path("junk.idx"), "not an IDX file");
+  tu_write_file(tu_path("empty.idx"), junk, 0);
+  expect_error(tu_path("empty.idx"), lb, tu_path("empty.idx"), "empty file");
+  expect_error(im, tu_path("empty.idx"), tu_path("empty.idx"), "empty file");
   expect_error(im, im, im, "expected a labels file");
   expect_error(lb, lb, lb, "expected an images file");
   const uint32_t zero[3] = {N, 0, W};
@@ -358,7 +342,7 @@ static void test_count_mismatch(void **state) {
 static void test_missing_files(void **state) {
   (void)state;
   const char *lb = labels_file("l.idx", 0);
-  expect_error(in_tmp("nope.idx"), lb, in_tmp("nope.idx"), "No such file or directory");
+  expect_error(tu_path("nope.idx"), lb, tu_path("nope.idx"), "No such file or directory");
   assert_null(strstr(pn_last_error(), "dataset-fashion-mnist"));
   expect_error(FASHION "/no-such-images.gz", lb, FASHION "/no-such-images.gz",
                "No such file or directory (install the Debian package dataset-fashion-mnist)");
@@ -406,18 +390,6 @@ static void test_fashion_mnist(void **state) {
   pn_dataset_close(d);
 }
 
-/* ---- fixture */
-
-static int setup(void **state) {
-  (void)state;
-  return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  return tu_rmtree(tmpdir);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_raw_values),
@@ -435,5 +407,5 @@ int main(void) {
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_fashion_mnist),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }

@@ -24,17 +24,6 @@
 #include <plugnet/image.h>
 #include <plugnet/plugnet.h>
 
-static char tmpdir[] = "/tmp/pn_test_image_XXXXXX";
-
-/* A ring of buffers: a test keeps fewer than 256 paths alive at once. */
-static const char *in_tmp(const char *name) {
-  static char path[256][512];
-  static int next;
-  char *p = path[next++ % 256];
-  snprintf(p, sizeof path[0], "%s/%s", tmpdir, name);
-  return p;
-}
-
 /* ---- making images */
 
 /* A smooth RGB pattern (JPEG keeps smooth images close to exact). */
@@ -84,7 +73,7 @@ static void write_jpeg(const char *path, const uint8_t *px, int w, int h, int co
 
 static const char *jpeg_file(const char *name, int w, int h) {
   pn_image img = gradient(w, h);
-  const char *path = in_tmp(name);
+  const char *path = tu_path("%s", name);
   write_jpeg(path, img.data, w, h, 3);
   pn_image_free(&img);
   return path;
@@ -92,7 +81,7 @@ static const char *jpeg_file(const char *name, int w, int h) {
 
 static const char *png_file(const char *name, int w, int h) {
   pn_image img = gradient(w, h);
-  const char *path = in_tmp(name);
+  const char *path = tu_path("%s", name);
   assert_int_equal(pn_image_write_png(path, &img), PN_OK);
   pn_image_free(&img);
   return path;
@@ -110,32 +99,11 @@ static void write_png_format(const char *path, int w, int h, png_uint_32 format,
   if (!png_image_write_to_file(&im, path, 0, px, 0, colormap)) fail_msg("libpng: %s", im.message);
 }
 
-static unsigned char *read_all(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  *n = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(*n + 1);
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, *n, f), *n);
-  fclose(f);
-  b[*n] = 0;
-  return b;
-}
-
-static void write_bytes(const char *path, const void *b, size_t n) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(b, 1, n, f), n);
-  assert_int_equal(fclose(f), 0);
-}
-
 /* A copy of src cut to `keep` bytes. */
 static void truncated_copy(const char *src, const char *dst, double fraction) {
   size_t n;
-  unsigned char *b = read_all(src, &n);
-  write_bytes(dst, b, (size_t)(n * fraction));
+  unsigned char *b = (unsigned char *)tu_read_file(src, &n);
+  tu_write_file(dst, b, (size_t)(n * fraction));
   free(b);
 }
 
@@ -143,13 +111,13 @@ static void truncated_copy(const char *src, const char *dst, double fraction) {
  * byte of its compressed data (at `offset`). */
 static void corrupt_idat(const char *src, const char *dst, int crc_field, size_t offset) {
   size_t n;
-  unsigned char *b = read_all(src, &n);
+  unsigned char *b = (unsigned char *)tu_read_file(src, &n);
   unsigned char *idat = memmem(b, n, "IDAT", 4);
   assert_non_null(idat);
   size_t len = (size_t)idat[-4] << 24 | (size_t)idat[-3] << 16 | (size_t)idat[-2] << 8 | idat[-1];
   assert_true(offset < len);
   idat[4 + (crc_field ? len : offset)] ^= 0x5a;
-  write_bytes(dst, b, n);
+  tu_write_file(dst, b, n);
   free(b);
 }
 
@@ -174,7 +142,7 @@ static int max_diff(const pn_image *a, const pn_image *b) {
 static void test_png_round_trip(void **state) {
   (void)state;
   pn_image img = noise(37, 23), back;
-  const char *path = in_tmp("noise.png");
+  const char *path = tu_path("noise.png");
   assert_int_equal(pn_image_write_png(path, &img), PN_OK);
   int w = 0, h = 0;
   assert_int_equal(pn_image_probe(path, &w, &h), PN_OK);
@@ -191,22 +159,22 @@ static void test_png_round_trip(void **state) {
 static void test_png_write_is_atomic(void **state) {
   (void)state;
   pn_image img = noise(8, 8);
-  assert_int_equal(mkdir(in_tmp("atomic"), 0755), 0);
-  const char *path = in_tmp("atomic/a.png");
-  write_bytes(path, "old", 3);
+  assert_int_equal(mkdir(tu_path("atomic"), 0755), 0);
+  const char *path = tu_path("atomic/a.png");
+  tu_write_file(path, "old", 3);
   assert_int_equal(pn_image_write_png(path, &img), PN_OK);
   struct stat st;
   assert_int_equal(stat(path, &st), 0);
   assert_true(st.st_size > 8);
   int entries = 0;
   char cmd[600];
-  snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", in_tmp("atomic"));
+  snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", tu_path("atomic"));
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   assert_int_equal(fscanf(p, "%d", &entries), 1);
   pclose(p);
   assert_int_equal(entries, 1); /* no temporary file left behind */
-  assert_error_has(pn_image_write_png(in_tmp("no/such/dir.png"), &img), "no/such/dir.png", NULL);
+  assert_error_has(pn_image_write_png(tu_path("no/such/dir.png"), &img), "no/such/dir.png", NULL);
   pn_image_free(&img);
 }
 
@@ -247,7 +215,7 @@ static void test_jpeg_reduce(void **state) {
 static void test_png_reduce(void **state) {
   (void)state;
   pn_image src = noise(10, 7), img;
-  const char *path = in_tmp("reduce.png");
+  const char *path = tu_path("reduce.png");
   assert_int_equal(pn_image_write_png(path, &src), PN_OK);
   assert_int_equal(pn_image_load(path, 4, &img), PN_OK);
   assert_int_equal(img.w, 3);
@@ -278,15 +246,15 @@ static void assert_pixel(const pn_image *img, int x, int y, int r, int g, int b,
 static void test_grey_png(void **state) {
   (void)state;
   uint8_t grey[6] = {0, 50, 100, 150, 200, 255};
-  write_png_format(in_tmp("grey.png"), 3, 2, PNG_FORMAT_GRAY, grey, NULL, 0);
+  write_png_format(tu_path("grey.png"), 3, 2, PNG_FORMAT_GRAY, grey, NULL, 0);
   pn_image img;
-  assert_int_equal(pn_image_load(in_tmp("grey.png"), 1, &img), PN_OK);
+  assert_int_equal(pn_image_load(tu_path("grey.png"), 1, &img), PN_OK);
   for (int i = 0; i < 6; i++) assert_pixel(&img, i % 3, i / 3, grey[i], grey[i], grey[i], 0);
   pn_image_free(&img);
   /* 16-bit samples keep their high byte. */
   uint16_t deep[2] = {0x1234, 0xfe01};
-  write_png_format(in_tmp("grey16.png"), 2, 1, PNG_FORMAT_LINEAR_Y, deep, NULL, 0);
-  assert_int_equal(pn_image_load(in_tmp("grey16.png"), 1, &img), PN_OK);
+  write_png_format(tu_path("grey16.png"), 2, 1, PNG_FORMAT_LINEAR_Y, deep, NULL, 0);
+  assert_int_equal(pn_image_load(tu_path("grey16.png"), 1, &img), PN_OK);
   assert_pixel(&img, 0, 0, 0x12, 0x12, 0x12, 0);
   assert_pixel(&img, 1, 0, 0xfe, 0xfe, 0xfe, 0);
   pn_image_free(&img);
@@ -296,9 +264,9 @@ static void test_grey_png(void **state) {
 static void test_rgba_png(void **state) {
   (void)state;
   uint8_t rgba[12] = {200, 100, 50, 255, 200, 100, 50, 0, 200, 100, 50, 128};
-  write_png_format(in_tmp("rgba.png"), 3, 1, PNG_FORMAT_RGBA, rgba, NULL, 0);
+  write_png_format(tu_path("rgba.png"), 3, 1, PNG_FORMAT_RGBA, rgba, NULL, 0);
   pn_image img;
-  assert_int_equal(pn_image_load(in_tmp("rgba.png"), 1, &img), PN_OK);
+  assert_int_equal(pn_image_load(tu_path("rgba.png"), 1, &img), PN_OK);
   assert_int_equal(img.w, 3);
   assert_pixel(&img, 0, 0, 200, 100, 50, 0);
   assert_pixel(&img, 1, 0, 0, 0, 0, 0);
@@ -309,9 +277,9 @@ static void test_rgba_png(void **state) {
 static void test_palette_png(void **state) {
   (void)state;
   uint8_t cmap[9] = {255, 0, 0, 0, 255, 0, 10, 20, 30}, idx[4] = {0, 1, 2, 1};
-  write_png_format(in_tmp("pal.png"), 2, 2, PNG_FORMAT_RGB_COLORMAP, idx, cmap, 3);
+  write_png_format(tu_path("pal.png"), 2, 2, PNG_FORMAT_RGB_COLORMAP, idx, cmap, 3);
   pn_image img;
-  assert_int_equal(pn_image_load(in_tmp("pal.png"), 1, &img), PN_OK);
+  assert_int_equal(pn_image_load(tu_path("pal.png"), 1, &img), PN_OK);
   assert_pixel(&img, 0, 0, 255, 0, 0, 0);
   assert_pixel(&img, 1, 0, 0, 255, 0, 0);
   assert_pixel(&img, 0, 1, 10, 20, 30, 0);
@@ -325,13 +293,13 @@ static void test_grey_and_cmyk_jpeg(void **state) {
   /* Inverted (Adobe) CMYK, 255 meaning no ink: full magenta only, so 255 0 255. */
   for (int i = 0; i < 16 * 16; i++)
     cmyk[4 * i] = 255, cmyk[4 * i + 1] = 0, cmyk[4 * i + 2] = 255, cmyk[4 * i + 3] = 255;
-  write_jpeg(in_tmp("grey.jpg"), grey, 16, 16, 1);
-  write_jpeg(in_tmp("cmyk.jpg"), cmyk, 16, 16, 4);
+  write_jpeg(tu_path("grey.jpg"), grey, 16, 16, 1);
+  write_jpeg(tu_path("cmyk.jpg"), cmyk, 16, 16, 4);
   pn_image img;
-  assert_int_equal(pn_image_load(in_tmp("grey.jpg"), 1, &img), PN_OK);
+  assert_int_equal(pn_image_load(tu_path("grey.jpg"), 1, &img), PN_OK);
   assert_pixel(&img, 5, 5, 90, 90, 90, 2);
   pn_image_free(&img);
-  assert_int_equal(pn_image_load(in_tmp("cmyk.jpg"), 1, &img), PN_OK);
+  assert_int_equal(pn_image_load(tu_path("cmyk.jpg"), 1, &img), PN_OK);
   assert_int_equal(img.w, 16);
   assert_pixel(&img, 5, 5, 255, 0, 255, 3);
   pn_image_free(&img);
@@ -341,7 +309,7 @@ static void test_grey_and_cmyk_jpeg(void **state) {
 
 static void test_truncated_jpeg(void **state) {
   (void)state;
-  const char *good = jpeg_file("whole.jpg", 120, 90), *bad = in_tmp("cut.jpg");
+  const char *good = jpeg_file("whole.jpg", 120, 90), *bad = tu_path("cut.jpg");
   truncated_copy(good, bad, 0.5);
   int w = 0, h = 0;
   assert_int_equal(pn_image_probe(bad, &w, &h), PN_OK); /* the header is intact */
@@ -356,7 +324,7 @@ static void test_truncated_jpeg(void **state) {
 
 static void test_bad_crc_png(void **state) {
   (void)state;
-  const char *good = png_file("good.png", 40, 30), *bad = in_tmp("crc.png");
+  const char *good = png_file("good.png", 40, 30), *bad = tu_path("crc.png");
   pn_image img = {0, 0, NULL};
   corrupt_idat(good, bad, 1, 0);
   assert_error_has(pn_image_load(bad, 1, &img), bad, "IDAT: CRC error");
@@ -370,26 +338,26 @@ static void test_bad_crc_png(void **state) {
 
 static void test_not_an_image(void **state) {
   (void)state;
-  const char *text = in_tmp("notes.jpg"), *empty = in_tmp("empty.png"), *bin = in_tmp("b.png");
-  write_bytes(text, "version https://git-lfs\n", 24);
-  write_bytes(empty, "", 0);
-  write_bytes(bin, "\x00\x01\x02\x03\xff", 5);
+  const char *text = tu_path("notes.jpg"), *empty = tu_path("empty.png"), *bin = tu_path("b.png");
+  tu_write_file(text, "version https://git-lfs\n", 24);
+  tu_write_file(empty, "", 0);
+  tu_write_file(bin, "\x00\x01\x02\x03\xff", 5);
   int w, h;
   pn_image img;
   assert_error_has(pn_image_probe(text, &w, &h), text, "not a JPEG or PNG image");
   assert_error_has(pn_image_load(text, 1, &img), "starts with \"version https://", NULL);
   assert_error_has(pn_image_load(empty, 1, &img), empty, "empty file");
   assert_error_has(pn_image_load(bin, 1, &img), "not a JPEG or PNG image", "00 01 02 03 ff");
-  assert_error_has(pn_image_load(in_tmp("absent.jpg"), 1, &img), "absent.jpg",
+  assert_error_has(pn_image_load(tu_path("absent.jpg"), 1, &img), "absent.jpg",
                    "No such file or directory");
-  assert_error_has(pn_image_load(tmpdir, 1, &img), tmpdir, "Is a directory");
+  assert_error_has(pn_image_load(tu_tmpdir(), 1, &img), tu_tmpdir(), "Is a directory");
 }
 
 /* ---- imagefolder */
 
 /* Runs pn_dataset_open with stderr captured into *log (free it). */
 static pn_status open_set(pn_config *cfg, pn_dataset **d, char **log) {
-  const char *path = in_tmp("stderr.txt");
+  const char *path = tu_path("stderr.txt");
   fflush(stderr);
   int saved = dup(2), fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
   assert_true(saved >= 0 && fd >= 0);
@@ -401,7 +369,7 @@ static pn_status open_set(pn_config *cfg, pn_dataset **d, char **log) {
   close(saved);
   pn_config_free(cfg);
   size_t n;
-  *log = (char *)read_all(path, &n);
+  *log = tu_read_file(path, &n);
   fputs(*log, stderr); /* still in the test's log */
   return s;
 }
@@ -413,7 +381,7 @@ static pn_config *folder_cfg(const char *root, const char *more) {
 }
 
 static const char *make_dir(const char *name) {
-  const char *p = in_tmp(name);
+  const char *p = tu_path("%s", name);
   assert_int_equal(mkdir(p, 0755), 0);
   return p;
 }
@@ -441,10 +409,8 @@ static const char *make_tree(const char *name) {
     else
       jpeg_file(sub, 20 + i, 16);
   }
-  snprintf(sub, sizeof sub, "%s/cat/README.txt", name);
-  write_bytes(in_tmp(sub), "not an image", 12);
-  snprintf(sub, sizeof sub, "%s/dog/._x.jpg", name); /* a macOS resource fork */
-  write_bytes(in_tmp(sub), "\x00\x05\x16\x07", 4);
+  tu_write_file(tu_path("%s/cat/README.txt", name), "not an image", 12);
+  tu_write_file(tu_path("%s/dog/._x.jpg", name), "\x00\x05\x16\x07", 4); /* a macOS resource fork */
   return root;
 }
 
@@ -457,9 +423,14 @@ static void assert_sample(pn_dataset *d, int64_t i, const char *root, const char
   assert_int_equal(got, y);
 }
 
+static void assert_counts(pn_dataset *d, int64_t length, int n_classes) {
+  assert_int_equal(pn_dataset_get_info(d)->length, length);
+  assert_int_equal(pn_dataset_get_info(d)->n_classes, n_classes);
+}
+
 static void test_folder_labels(void **state) {
   (void)state;
-  const char *root = make_tree("tree"), *index = in_tmp("classes.json");
+  const char *root = make_tree("tree"), *index = tu_path("classes.json");
   char more[600], *log = NULL, buf[16];
   snprintf(more, sizeof more, "class_index=%s", index);
   pn_dataset *d = NULL;
@@ -478,7 +449,7 @@ static void test_folder_labels(void **state) {
   assert_sample(d, 3, root, "emu/e1.png", 2);
   assert_sample(d, 4, root, "emu/e2.JPG", 2);
   size_t n;
-  char *json = (char *)read_all(index, &n);
+  char *json = tu_read_file(index, &n);
   assert_string_equal(json, "{\n    \"0\": \"cat\",\n    \"1\": \"dog\",\n    \"2\": \"emu\"\n}");
   free(json);
   float x[3];
@@ -496,8 +467,7 @@ static void test_folder_classes_param(void **state) {
   pn_dataset *d = NULL;
   char *log = NULL, buf[16];
   assert_int_equal(open_set(cfg, &d, &log), PN_OK);
-  assert_int_equal(pn_dataset_get_info(d)->length, 4);
-  assert_int_equal(pn_dataset_get_info(d)->n_classes, 2);
+  assert_counts(d, 4, 2);
   assert_string_equal(pn_dataset_class_name(d, 0, buf, sizeof buf), "emu");
   assert_sample(d, 0, root, "cat/a.jpg", 1);
   assert_sample(d, 2, root, "emu/e1.png", 0);
@@ -516,8 +486,7 @@ static void test_folder_limit(void **state) {
   pn_dataset *d = NULL;
   char *log = NULL;
   assert_int_equal(open_set(folder_cfg(root, "limit=2"), &d, &log), PN_OK);
-  assert_int_equal(pn_dataset_get_info(d)->length, 2);
-  assert_int_equal(pn_dataset_get_info(d)->n_classes, 3);
+  assert_counts(d, 2, 3);
   assert_sample(d, 0, root, "cat/a.jpg", 0);
   assert_sample(d, 1, root, "dog/x.jpg", 1);
   pn_dataset_close(d);
@@ -534,7 +503,7 @@ static void test_folder_skips_bad_files(void **state) {
   snprintf(c, sizeof c, "%s/emu/text.jpg", root);
   truncated_copy(jpeg_file("full.jpg", 64, 64), a, 0.5);
   corrupt_idat(png_file("ok.png", 30, 30), b, 1, 0);
-  write_bytes(c, "hello\n", 6);
+  tu_write_file(c, "hello\n", 6);
   pn_dataset *d = NULL;
   assert_int_equal(open_set(folder_cfg(root, NULL), &d, &log), PN_OK);
   assert_int_equal(pn_dataset_get_info(d)->length, 5);
@@ -582,15 +551,15 @@ static void test_folder_errors(void **state) {
   free(log);
   const char *empty = make_dir("nothing");
   make_dir("nothing/a");
-  write_bytes(in_tmp("nothing/a/notes.txt"), "x", 1);
+  tu_write_file(tu_path("nothing/a/notes.txt"), "x", 1);
   assert_error_has(open_set(folder_cfg(empty, NULL), &d, &log), empty,
                    "no images found: expected one folder per class holding .jpg/.jpeg/.png files");
   free(log);
-  assert_error_has(open_set(folder_cfg(in_tmp("absent"), NULL), &d, &log), "absent",
+  assert_error_has(open_set(folder_cfg(tu_path("absent"), NULL), &d, &log), "absent",
                    "No such file or directory");
   free(log);
-  write_bytes(in_tmp("plain"), "x", 1);
-  assert_error_has(open_set(folder_cfg(in_tmp("plain"), NULL), &d, &log), "not a directory", NULL);
+  tu_write_file(tu_path("plain"), "x", 1);
+  assert_error_has(open_set(folder_cfg(tu_path("plain"), NULL), &d, &log), "not a directory", NULL);
   free(log);
   assert_error_has(open_set(tu_config("imagefolder", NULL), &d, &log), "root", "list");
   free(log);
@@ -604,14 +573,13 @@ static void test_regex_labels(void **state) {
   png_file("flat/cat22.png", 16, 16);
   jpeg_file("flat/dog7.jpg", 16, 16);
   jpeg_file("flat/zebra.jpg", 16, 16);
-  const char *root = in_tmp("flat");
+  const char *root = tu_path("flat");
   pn_config *cfg = folder_cfg(root, NULL);
   assert_int_equal(pn_config_set(cfg, "regex", "^([a-z]+)[0-9]+\\.(jpg|png)$"), PN_OK);
   pn_dataset *d = NULL;
   char *log = NULL, buf[16];
   assert_int_equal(open_set(cfg, &d, &log), PN_OK);
-  assert_int_equal(pn_dataset_get_info(d)->length, 3);
-  assert_int_equal(pn_dataset_get_info(d)->n_classes, 2);
+  assert_counts(d, 3, 2);
   assert_string_equal(pn_dataset_class_name(d, 1, buf, sizeof buf), "dog");
   assert_sample(d, 1, root, "cat22.png", 0);
   assert_sample(d, 2, root, "dog7.jpg", 1);
@@ -631,8 +599,8 @@ static void test_regex_labels(void **state) {
 
 static pn_status open_list(const char *name, const char *text, pn_dataset **d) {
   char pairs[600], *log = NULL;
-  write_bytes(in_tmp(name), text, strlen(text));
-  snprintf(pairs, sizeof pairs, "list=%s", in_tmp(name));
+  tu_write_file(tu_path("%s", name), text, strlen(text));
+  snprintf(pairs, sizeof pairs, "list=%s", tu_path("%s", name));
   pn_status s = open_set(tu_config("imagefolder", pairs), d, &log);
   free(log);
   return s;
@@ -654,11 +622,11 @@ static void test_list_file(void **state) {
   assert_int_equal(pn_dataset_get_info(d)->length, 3);
   /* Integer labels sort as numbers: 2, 9, 10. */
   assert_string_equal(pn_dataset_class_name(d, 2, buf, sizeof buf), "10");
-  assert_sample(d, 0, tmpdir, "listed/a b.jpg", 2);
-  assert_sample(d, 2, tmpdir, "listed/d.jpg", 0);
+  assert_sample(d, 0, tu_tmpdir(), "listed/a b.jpg", 2);
+  assert_sample(d, 2, tu_tmpdir(), "listed/d.jpg", 0);
   pn_dataset_close(d);
   char want[300];
-  snprintf(want, sizeof want, "%s:3: expected 'path label'", in_tmp("broken.txt"));
+  snprintf(want, sizeof want, "%s:3: expected 'path label'", tu_path("broken.txt"));
   assert_error_has(open_list("broken.txt", "listed/c.png x\n\nlisted/d.jpg\n", &d), want, NULL);
 }
 
@@ -677,8 +645,7 @@ static void test_trashnet(void **state) {
   char *log = NULL, buf[32];
   assert_int_equal(open_set(folder_cfg(root, NULL), &d, &log), PN_OK);
   assert_int_equal(count_lines(log, "warning"), 0);
-  assert_int_equal(pn_dataset_get_info(d)->length, 2527);
-  assert_int_equal(pn_dataset_get_info(d)->n_classes, 6);
+  assert_counts(d, 2527, 6);
   static const char *const names[] = {"cardboard", "glass", "metal", "paper", "plastic", "trash"};
   static const int counts[] = {403, 501, 410, 594, 482, 137};
   int seen[6] = {0};
@@ -695,18 +662,6 @@ static void test_trashnet(void **state) {
   free(log);
 }
 
-/* ---- fixture */
-
-static int setup(void **state) {
-  (void)state;
-  return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  return tu_rmtree(tmpdir);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_png_round_trip),     cmocka_unit_test(test_png_write_is_atomic),
@@ -721,5 +676,5 @@ int main(void) {
       cmocka_unit_test(test_regex_labels),       cmocka_unit_test(test_list_file),
       cmocka_unit_test(test_trashnet),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }

@@ -301,10 +301,7 @@ static void test_augmented_images(void **state) {
 }
 
 int main(void) {
-  char path[4096];
-  const char *top = getenv("PN_TOP_BUILDDIR");
-  snprintf(path, sizeof path, "%s/tests/synthdata", top ? top : ".");
-  setenv("PLUGNET_PLUGIN_PATH", path, 1);
+  tu_plugin_path("tests/synthdata");
   dev = tu_device("reference");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_same_batches),     cmocka_unit_test(test_stop_and_resume),

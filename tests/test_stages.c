@@ -15,26 +15,12 @@
 
 #include "testutil.h"
 
-static char dir[256];
-
 /* ------------------------------------------------------------ data */
-
-static void be32(FILE *f, uint32_t v) {
-  unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8),
-                        (unsigned char)v};
-  fwrite(b, 1, 4, f);
-}
 
 /* 8x8 images of 4 classes: class k brightens quadrant k over noise. */
 static void write_idx(const char *name, int n, uint64_t seed) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
-  FILE *fi = fopen(path, "wb");
-  snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
-  FILE *fl = fopen(path, "wb");
-  assert_true(fi && fl);
-  be32(fi, 0x803), be32(fi, (uint32_t)n), be32(fi, 8), be32(fi, 8);
-  be32(fl, 0x801), be32(fl, (uint32_t)n);
+  FILE *fi, *fl;
+  tu_idx_open(name, n, 8, 8, &fi, &fl);
   for (int i = 0; i < n; i++) {
     uint32_t r[4];
     pn_philox4x32(seed, (uint64_t)i, r);
@@ -54,44 +40,33 @@ static void write_idx(const char *name, int n, uint64_t seed) {
 /* The base pipeline; `train` is its train: section, `extra` anything after. */
 static void write_pipeline(const char *file, const char *optimizer, const char *train,
                            const char *extra) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f,
-          "pipeline: stages\n"
-          "seed: 7\n"
-          "backend: reference\n"
-          "data:\n"
-          "  train: {type: idx, images: train-images.idx, labels: train-labels.idx}\n"
-          "  valid: {split: 0.2}\n"
-          "  batch: 32\n"
-          "model:\n"
-          "  layers:\n"
-          "    - {name: flat, type: flatten}\n"
-          "    - {name: fc1, type: linear, out: 16}\n"
-          "    - {name: bn, type: batch_norm}\n"
-          "    - {name: act, type: relu}\n"
-          "    - {name: fc2, type: linear, out: 4}\n"
-          "loss: {type: cross_entropy}\n"
-          "optimizer: %s\n"
-          "train:\n"
-          "  progress: off\n"
-          "%s"
-          "%s",
-          optimizer, train, extra ? extra : "");
-  fclose(f);
+  tu_write_text(tu_path("%s", file),
+                "pipeline: stages\n"
+                "seed: 7\n"
+                "backend: reference\n"
+                "data:\n"
+                "  train: {type: idx, images: train-images.idx, labels: train-labels.idx}\n"
+                "  valid: {split: 0.2}\n"
+                "  batch: 32\n"
+                "model:\n"
+                "  layers:\n"
+                "    - {name: flat, type: flatten}\n"
+                "    - {name: fc1, type: linear, out: 16}\n"
+                "    - {name: bn, type: batch_norm}\n"
+                "    - {name: act, type: relu}\n"
+                "    - {name: fc2, type: linear, out: 4}\n"
+                "loss: {type: cross_entropy}\n"
+                "optimizer: %s\n"
+                "train:\n"
+                "  progress: off\n"
+                "%s"
+                "%s",
+                optimizer, train, extra ? extra : "");
 }
 
 /* ------------------------------------------------------------ helpers */
 
-static pn_pipeline *load(const char *file) {
-  char path[512];
-  pn_pipeline *p = NULL;
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  if (pn_pipeline_load(path, NULL, 0, &p) != PN_OK) fail_msg("load %s: %s", path, pn_last_error());
-  return p;
-}
+static pn_pipeline *load(const char *file) { return tu_pipeline(file, NULL, 0); }
 
 typedef struct steps {
   pn_train_step s[256];
@@ -105,25 +80,15 @@ static void record(const pn_train_step *s, void *user) {
 
 /* Trains; returns the table (free it). `rec` may be NULL. */
 static char *train(pn_pipeline *p, const char *resume, steps *rec) {
-  char *text = NULL, from[512];
+  char *text = NULL;
   size_t len = 0;
   FILE *out = open_memstream(&text, &len);
-  pn_train_options o = {NULL, NULL, out, NULL};
+  pn_train_options o = {NULL, resume ? tu_path("%s", resume) : NULL, out, NULL};
   pn_train_result r;
-  if (resume) snprintf(from, sizeof from, "%s/%s", dir, resume), o.resume = from;
   pn_status s = pn_train_observed(p, &o, rec ? record : NULL, rec, &r);
   fclose(out);
   if (s != PN_OK) fail_msg("train %s: %s", p->file, pn_last_error());
   return text;
-}
-
-static pn_tensor_map *load_ckpt(const char *name) {
-  char path[512];
-  pn_tensor_map *m = NULL;
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (pn_safetensors_load(path, tu_device("reference"), &m) != PN_OK)
-    fail_msg("%s: %s", path, pn_last_error());
-  return m;
 }
 
 /* The parameters a run starts from: the same seed builds the same model. */
@@ -146,13 +111,6 @@ static int same_bits(const pn_tensor_map *a, const pn_tensor_map *b, const char 
          memcmp(pn_tensor_data(x), pn_tensor_data(y), pn_tensor_nbytes(x)) == 0;
 }
 
-static void assert_same_maps(const pn_tensor_map *a, const pn_tensor_map *b) {
-  assert_int_equal(pn_tensor_map_count(a), pn_tensor_map_count(b));
-  for (int i = 0; i < pn_tensor_map_count(a); i++)
-    if (!same_bits(a, b, pn_tensor_map_name(a, i)))
-      fail_msg("tensor %s differs", pn_tensor_map_name(a, i));
-}
-
 /* ------------------------------------------------------------ freezing */
 
 static void check_freeze(int train_bn) {
@@ -168,7 +126,7 @@ static void check_freeze(int train_bn) {
                  "checkpoint: {path: freeze.safetensors}\n");
   pn_pipeline *p = load("freeze.yaml");
   free(train(p, NULL, NULL));
-  pn_tensor_map *before = initial_params(p), *after = load_ckpt("freeze.safetensors");
+  pn_tensor_map *before = initial_params(p), *after = tu_tensors("freeze.safetensors");
   assert_true(same_bits(before, after, "fc1.weight"));
   assert_true(same_bits(before, after, "fc1.bias"));
   assert_false(same_bits(before, after, "fc2.weight"));
@@ -249,19 +207,14 @@ static void test_group_rates(void **state) {
   write_pipeline("spread.yaml", "{type: sgd, lr: 0.5}", t1, e1);
   write_pipeline("flat.yaml", "{type: sgd, lr: 0.5}", t2, e2);
   char *sets[] = {"data.valid.split=0", "data.train.limit=32"};
-  char path[512];
-  pn_pipeline *p1 = NULL, *p2 = NULL;
-  snprintf(path, sizeof path, "%s/spread.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 2, &p1), PN_OK);
-  snprintf(path, sizeof path, "%s/flat.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 2, &p2), PN_OK);
+  pn_pipeline *p1 = tu_pipeline("spread.yaml", sets, 2), *p2 = tu_pipeline("flat.yaml", sets, 2);
   steps rec = {.n = 0};
   free(train(p1, NULL, &rec));
   free(train(p2, NULL, NULL));
   assert_int_equal(rec.n, 1);
   assert_true(rec.s[0].lr == 0.1); /* the last group's: the stage's hi */
-  pn_tensor_map *before = initial_params(p1), *a = load_ckpt("spread.safetensors"),
-                *b = load_ckpt("flat.safetensors");
+  pn_tensor_map *before = initial_params(p1), *a = tu_tensors("spread.safetensors"),
+                *b = tu_tensors("flat.safetensors");
   /* fastai's slice(1e-3, 1e-1) over 3 groups: 1e-3, 1e-2, 1e-1. */
   assert_float_equal(update_ratio(before, a, b, "fc1.weight"), 0.01, 0.01 * 0.02);
   assert_float_equal(update_ratio(before, a, b, "bn.weight"), 0.1, 0.1 * 0.02);
@@ -280,18 +233,14 @@ static void test_stage_weight_decay(void **state) {
                  "checkpoint: {path: wd.safetensors}\n");
   write_pipeline("nowd.yaml", opt, "  stages: [{epochs: 1, lr: 0.1}]\n",
                  "checkpoint: {path: nowd.safetensors}\n");
-  char *sets[] = {"data.valid.split=0", "data.train.limit=32"}, path[512];
-  pn_pipeline *pa = NULL, *pb = NULL;
-  snprintf(path, sizeof path, "%s/wd.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 2, &pa), PN_OK);
-  snprintf(path, sizeof path, "%s/nowd.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 2, &pb), PN_OK);
+  char *sets[] = {"data.valid.split=0", "data.train.limit=32"};
+  pn_pipeline *pa = tu_pipeline("wd.yaml", sets, 2), *pb = tu_pipeline("nowd.yaml", sets, 2);
   char *table = train(pa, NULL, NULL);
   assert_non_null(strstr(table, "stage 1/1: 1 epoch, all trainable, lr 1e-01, weight decay 0.2\n"));
   free(table);
   free(train(pb, NULL, NULL));
-  pn_tensor_map *w0 = initial_params(pa), *a = load_ckpt("wd.safetensors"),
-                *b = load_ckpt("nowd.safetensors");
+  pn_tensor_map *w0 = initial_params(pa), *a = tu_tensors("wd.safetensors"),
+                *b = tu_tensors("nowd.safetensors");
   const char *names[] = {"fc1.weight", "fc2.weight", "fc2.bias"};
   for (int i = 0; i < 3; i++) {
     pn_tensor *t0 = pn_tensor_map_get(w0, names[i]), *ta = pn_tensor_map_get(a, names[i]),
@@ -376,29 +325,24 @@ static void test_resume_into_second_stage(void **state) {
   assert_non_null(strstr(t, "stage 1/2: 2 epochs, body frozen, lr 3e-03\n"));
   assert_non_null(strstr(t, "stage 2/2: 2 epochs, all trainable, lr 1e-04..1e-03\n"));
   free(t);
-  pn_tensor_map *uninterrupted = load_ckpt("full.safetensors");
+  pn_tensor_map *uninterrupted = tu_tensors("full.safetensors");
   free(train(ps, NULL, NULL));
   t = train(pf, "short.safetensors", NULL);
   assert_null(strstr(t, "stage 1/2"));
   assert_non_null(strstr(t, "stage 2/2"));
   free(t);
-  pn_tensor_map *resumed = load_ckpt("full.safetensors");
-  assert_same_maps(uninterrupted, resumed);
+  pn_tensor_map *resumed = tu_tensors("full.safetensors");
+  tu_assert_same_tensors(uninterrupted, resumed);
   assert_string_equal(pn_tensor_map_meta(resumed, "epoch"), "4");
   pn_tensor_map_free(uninterrupted), pn_tensor_map_free(resumed);
   pn_pipeline_free(pf), pn_pipeline_free(ps);
 }
 
 static void copy_file(const char *from, const char *to) {
-  char a[512], b[512], buf[4096];
-  snprintf(a, sizeof a, "%s/%s", dir, from);
-  snprintf(b, sizeof b, "%s/%s", dir, to);
-  FILE *in = fopen(a, "rb"), *out = fopen(b, "wb");
-  assert_true(in && out);
-  for (size_t n; (n = fread(buf, 1, sizeof buf, in)) > 0;)
-    assert_int_equal(fwrite(buf, 1, n, out), n);
-  fclose(in);
-  assert_int_equal(fclose(out), 0);
+  size_t n;
+  char *data = tu_read_file(tu_path("%s", from), &n);
+  tu_write_file(tu_path("%s", to), data, n);
+  free(data);
 }
 
 /* Keeps the checkpoint written after epoch `epoch` (it is rewritten every
@@ -438,13 +382,13 @@ static void test_resume_inside_unfreezing_stage(void **state) {
   if (pn_train_observed(p, &o, keep_checkpoint, &k, &r) != PN_OK) fail_msg("%s", pn_last_error());
   fclose(null);
   assert_true(k.kept);
-  pn_tensor_map *uninterrupted = load_ckpt("mid.safetensors"), *at3 = load_ckpt(k.to);
+  pn_tensor_map *uninterrupted = tu_tensors("mid.safetensors"), *at3 = tu_tensors(k.to);
   assert_string_equal(pn_tensor_map_meta(at3, "epoch"), "3");
   assert_non_null(pn_tensor_map_get(at3, "optimizer.exp_avg.fc1.weight"));
   pn_tensor_map_free(at3);
   free(train(p, k.to, NULL));
-  pn_tensor_map *resumed = load_ckpt("mid.safetensors");
-  assert_same_maps(uninterrupted, resumed);
+  pn_tensor_map *resumed = tu_tensors("mid.safetensors");
+  tu_assert_same_tensors(uninterrupted, resumed);
   pn_tensor_map_free(uninterrupted), pn_tensor_map_free(resumed);
   pn_pipeline_free(p);
 }
@@ -483,24 +427,15 @@ static void test_plan_and_hash(void **state) {
   assert_true(plain->hash == grouped->hash);
   assert_true(plain->hash != p->hash);
   char *sets[] = {"train.stages.1.lr=1.0e-3"};
-  char path[512];
-  pn_pipeline *q = NULL;
-  snprintf(path, sizeof path, "%s/plan.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 1, &q), PN_OK);
+  pn_pipeline *q = tu_pipeline("plan.yaml", sets, 1);
   assert_true(q->hash != p->hash);
   assert_true(q->stages[1].lr_lo == 1e-3 && q->stages[1].lr_hi == 1e-3);
   pn_pipeline_free(p), pn_pipeline_free(plain), pn_pipeline_free(grouped), pn_pipeline_free(q);
 }
 
 static void expect_error(const char *section, const char *want1, const char *want2) {
-  char path[512];
-  pn_pipeline *p = NULL;
   write_pipeline("bad.yaml", "{type: adam}", section, "schedule: {type: onecycle}\n");
-  snprintf(path, sizeof path, "%s/bad.yaml", dir);
-  assert_int_not_equal(pn_pipeline_load(path, NULL, 0, &p), PN_OK);
-  assert_null(p);
-  if (!strstr(pn_last_error(), want1) || (want2 && !strstr(pn_last_error(), want2)))
-    fail_msg("expected '%s' and '%s' in: %s", want1, want2 ? want2 : "", pn_last_error());
+  tu_pipeline_error("bad.yaml", NULL, 0, want1, want2);
 }
 
 static void test_stage_errors(void **state) {
@@ -551,15 +486,12 @@ static void test_size_needs_images(void **state) {
 
 /* ------------------------------------------------------------ resizing */
 
-/* Two classes of 20x20 PNGs, reddish and bluish, under dir/imgs. */
+/* Two classes of 20x20 PNGs, reddish and bluish, under imgs. */
 static void write_png_folder(void) {
-  char path[512];
   const char *classes[2] = {"red", "blue"};
   for (int c = 0; c < 2; c++) {
-    snprintf(path, sizeof path, "%s/imgs", dir);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/imgs/%s", dir, classes[c]);
-    mkdir(path, 0755);
+    mkdir(tu_path("imgs"), 0755);
+    mkdir(tu_path("imgs/%s", classes[c]), 0755);
     for (int i = 0; i < 12; i++) {
       pn_image img;
       assert_int_equal(pn_image_alloc(&img, 20, 20), PN_OK);
@@ -570,44 +502,38 @@ static void write_png_folder(void) {
         img.data[3 * k + 1] = (uint8_t)(r[1] % 100);
         img.data[3 * k + 2] = (uint8_t)(r[2] % 100 + (c == 1 ? 150 : 0));
       }
-      snprintf(path, sizeof path, "%s/imgs/%s/%02d.png", dir, classes[c], i);
-      assert_int_equal(pn_image_write_png(path, &img), PN_OK);
+      assert_int_equal(pn_image_write_png(tu_path("imgs/%s/%02d.png", classes[c], i), &img), PN_OK);
       pn_image_free(&img);
     }
   }
 }
 
 static void write_image_pipeline(const char *file, const char *checkpoint) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f,
-          "seed: 5\n"
-          "backend: reference\n"
-          "data:\n"
-          "  train:\n"
-          "    type: imagefolder\n"
-          "    root: imgs\n"
-          "    transforms: [{type: resize, size: 16}, {type: center_crop, size: 16}]\n"
-          "  valid:\n"
-          "    split: 0.25\n"
-          "    transforms: [{type: resize, size: 16}, {type: center_crop, size: 16}]\n"
-          "  batch: 6\n"
-          "model:\n"
-          "  layers:\n"
-          "    - {name: conv, type: conv2d, out: 4, kernel: 3, padding: 1}\n"
-          "    - {name: pool, type: adaptive_avg_pool2d, size: 1}\n"
-          "    - {name: flat, type: flatten}\n"
-          "    - {name: fc, type: linear, out: 2}\n"
-          "loss: {type: cross_entropy}\n"
-          "optimizer: {type: adam}\n"
-          "train:\n"
-          "  progress: off\n"
-          "  stages: [{epochs: 1}, {epochs: 2, size: 24}]\n"
-          "checkpoint: {path: %s}\n",
-          checkpoint);
-  fclose(f);
+  tu_write_text(tu_path("%s", file),
+                "seed: 5\n"
+                "backend: reference\n"
+                "data:\n"
+                "  train:\n"
+                "    type: imagefolder\n"
+                "    root: imgs\n"
+                "    transforms: [{type: resize, size: 16}, {type: center_crop, size: 16}]\n"
+                "  valid:\n"
+                "    split: 0.25\n"
+                "    transforms: [{type: resize, size: 16}, {type: center_crop, size: 16}]\n"
+                "  batch: 6\n"
+                "model:\n"
+                "  layers:\n"
+                "    - {name: conv, type: conv2d, out: 4, kernel: 3, padding: 1}\n"
+                "    - {name: pool, type: adaptive_avg_pool2d, size: 1}\n"
+                "    - {name: flat, type: flatten}\n"
+                "    - {name: fc, type: linear, out: 2}\n"
+                "loss: {type: cross_entropy}\n"
+                "optimizer: {type: adam}\n"
+                "train:\n"
+                "  progress: off\n"
+                "  stages: [{epochs: 1}, {epochs: 2, size: 24}]\n"
+                "checkpoint: {path: %s}\n",
+                checkpoint);
 }
 
 /* The second stage trains on 24-pixel images with the model built for 16
@@ -629,15 +555,12 @@ static void test_progressive_resizing(void **state) {
   }
   assert_non_null(strstr(table, "stage 2/2: 2 epochs, all trainable, lr 1e-03, size 24\n"));
   free(table);
-  pn_tensor_map *uninterrupted = load_ckpt("img.safetensors");
+  pn_tensor_map *uninterrupted = tu_tensors("img.safetensors");
   /* A checkpoint inside stage 2, after epoch 2, from a run whose stage 2 is
    * one epoch long. */
   write_image_pipeline("img2.yaml", "img2.safetensors");
   char *sets[] = {"train.stages.1.epochs=1"};
-  char path[512];
-  pn_pipeline *q = NULL;
-  snprintf(path, sizeof path, "%s/img2.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 1, &q), PN_OK);
+  pn_pipeline *q = tu_pipeline("img2.yaml", sets, 1);
   free(train(q, NULL, NULL));
   rec.n = 0;
   free(train(p, "img2.safetensors", &rec));
@@ -645,8 +568,8 @@ static void test_progressive_resizing(void **state) {
   assert_int_equal(rec.s[0].x_shape.dim[3], 24);
   assert_int_equal(rec.s[0].stage, 1);
   /* Without a schedule the shorter stage 2 trains its first epoch alike. */
-  pn_tensor_map *resumed = load_ckpt("img.safetensors");
-  assert_same_maps(uninterrupted, resumed);
+  pn_tensor_map *resumed = tu_tensors("img.safetensors");
+  tu_assert_same_tensors(uninterrupted, resumed);
   pn_tensor_map_free(uninterrupted), pn_tensor_map_free(resumed);
   pn_pipeline_free(p), pn_pipeline_free(q);
 }
@@ -655,11 +578,9 @@ static void test_progressive_resizing(void **state) {
 
 static void test_lr_find(void **state) {
   (void)state;
-  char path[512], *sets[] = {"model.layers.bn.type=identity"}; /* batch norm would tame it */
-  pn_pipeline *p = NULL;
+  char *sets[] = {"model.layers.bn.type=identity"}; /* batch norm would tame it */
   write_pipeline("find.yaml", "{type: sgd, momentum: 0.9}", "", NULL);
-  snprintf(path, sizeof path, "%s/find.yaml", dir);
-  assert_int_equal(pn_pipeline_load(path, sets, 1, &p), PN_OK);
+  pn_pipeline *p = tu_pipeline("find.yaml", sets, 1);
   pn_lr_find_options o = {1e-5, 1e4, 60, NULL, NULL};
   pn_lr_find_result r;
   char *text = NULL;
@@ -687,8 +608,7 @@ static void test_lr_find(void **state) {
 }
 
 int main(void) {
-  snprintf(dir, sizeof dir, "%s/pn-stages-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(dir)) return 1;
+  if (tu_tmpdir_setup(NULL) != 0) return 1;
   write_idx("train", 256, 11);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_freeze_keeps_frozen_bits),
@@ -705,6 +625,6 @@ int main(void) {
       cmocka_unit_test(test_lr_find),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  if (tu_rmtree(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  tu_tmpdir_teardown(NULL);
   return failed ? 1 : 0;
 }

@@ -233,10 +233,7 @@ static void test_error_messages(void **state) {
 }
 
 int main(void) {
-  char path[4096];
-  const char *top = getenv("PN_TOP_BUILDDIR");
-  snprintf(path, sizeof path, "%s/tests/partial", top ? top : ".");
-  setenv("PLUGNET_PLUGIN_PATH", path, 1);
+  tu_plugin_path("tests/partial");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_host_roundtrip_and_views),
       cmocka_unit_test(test_switch_backend_mid_run),

@@ -15,28 +15,13 @@
 
 #include "testutil.h"
 
-static char dir[256];
-
 /* ------------------------------------------------------------ the data set */
-
-static void put_be32(FILE *f, uint32_t v) {
-  unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8),
-                        (unsigned char)v};
-  fwrite(b, 1, 4, f);
-}
 
 /* Class k lights row k of an 10x10 image, over uniform noise, so a linear
  * model can learn it but not instantly. */
 static void write_split(const char *name, int n, uint64_t seed) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
-  FILE *fi = fopen(path, "wb");
-  snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
-  FILE *fl = fopen(path, "wb");
-  assert_non_null(fi);
-  assert_non_null(fl);
-  put_be32(fi, 0x803), put_be32(fi, (uint32_t)n), put_be32(fi, 10), put_be32(fi, 10);
-  put_be32(fl, 0x801), put_be32(fl, (uint32_t)n);
+  FILE *fi, *fl;
+  tu_idx_open(name, n, 10, 10, &fi, &fl);
   for (int i = 0; i < n; i++) {
     uint32_t r[4];
     pn_philox4x32(seed, (uint64_t)i * 101, r);
@@ -53,32 +38,27 @@ static void write_split(const char *name, int n, uint64_t seed) {
 }
 
 static void write_pipeline(const char *file, const char *extra) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f,
-          "pipeline: synthetic\n"
-          "seed: 7\n"
-          "backend: reference\n"
-          "data:\n"
-          "  train: {type: idx, images: train-images.idx, labels: train-labels.idx}\n"
-          "  test: {type: idx, images: test-images.idx, labels: test-labels.idx}\n"
-          "  valid: {split: 0.2}\n"
-          "  batch: 32\n"
-          "model:\n"
-          "  layers:\n"
-          "    - {name: flat, type: flatten}\n"
-          "    - {name: fc1, type: linear, out: 32}\n"
-          "    - {name: act, type: relu}\n"
-          "    - {name: fc2, type: linear, out: 10}\n"
-          "loss: {type: cross_entropy}\n"
-          "optimizer: {type: adam, lr: 3.0e-3}\n"
-          "train: {epochs: 3, progress: off}\n"
-          "metrics: [accuracy, error_rate]\n"
-          "%s",
-          extra ? extra : "");
-  fclose(f);
+  tu_write_text(tu_path("%s", file),
+                "pipeline: synthetic\n"
+                "seed: 7\n"
+                "backend: reference\n"
+                "data:\n"
+                "  train: {type: idx, images: train-images.idx, labels: train-labels.idx}\n"
+                "  test: {type: idx, images: test-images.idx, labels: test-labels.idx}\n"
+                "  valid: {split: 0.2}\n"
+                "  batch: 32\n"
+                "model:\n"
+                "  layers:\n"
+                "    - {name: flat, type: flatten}\n"
+                "    - {name: fc1, type: linear, out: 32}\n"
+                "    - {name: act, type: relu}\n"
+                "    - {name: fc2, type: linear, out: 10}\n"
+                "loss: {type: cross_entropy}\n"
+                "optimizer: {type: adam, lr: 3.0e-3}\n"
+                "train: {epochs: 3, progress: off}\n"
+                "metrics: [accuracy, error_rate]\n"
+                "%s",
+                extra ? extra : "");
 }
 
 static void make_data(void) {
@@ -88,14 +68,6 @@ static void make_data(void) {
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static pn_pipeline *load(const char *file, char **sets, int n) {
-  char path[512];
-  pn_pipeline *p = NULL;
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  if (pn_pipeline_load(path, sets, n, &p) != PN_OK) fail_msg("load %s: %s", path, pn_last_error());
-  return p;
-}
 
 /* Trains, capturing the table; returns it (free it). */
 static char *train(pn_pipeline *p, const char *resume, pn_train_result *r, pn_status *st) {
@@ -110,33 +82,13 @@ static char *train(pn_pipeline *p, const char *resume, pn_train_result *r, pn_st
   return text;
 }
 
-static pn_tensor_map *load_ckpt(const char *name) {
-  char path[512];
-  pn_tensor_map *m = NULL;
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (pn_safetensors_load(path, tu_device("reference"), &m) != PN_OK)
-    fail_msg("%s: %s", path, pn_last_error());
-  return m;
-}
-
-static void assert_same_tensors(const pn_tensor_map *a, const pn_tensor_map *b) {
-  assert_int_equal(pn_tensor_map_count(a), pn_tensor_map_count(b));
-  for (int i = 0; i < pn_tensor_map_count(a); i++) {
-    pn_tensor *x = pn_tensor_map_at(a, i), *y = pn_tensor_map_get(b, pn_tensor_map_name(a, i));
-    assert_non_null(y);
-    assert_int_equal(pn_tensor_nbytes(x), pn_tensor_nbytes(y));
-    if (memcmp(pn_tensor_data(x), pn_tensor_data(y), pn_tensor_nbytes(x)) != 0)
-      fail_msg("tensor %s differs", pn_tensor_map_name(a, i));
-  }
-}
-
 /* ------------------------------------------------------------ tests */
 
 static void test_learns_the_task(void **state) {
   (void)state;
   pn_train_result r;
   pn_status st;
-  pn_pipeline *p = load("p.yaml", NULL, 0);
+  pn_pipeline *p = tu_pipeline("p.yaml", NULL, 0);
   char *table = train(p, NULL, &r, &st);
   assert_int_equal(st, PN_OK);
   assert_true(r.has_test && r.has_valid);
@@ -154,7 +106,7 @@ static void test_same_seed_same_numbers(void **state) {
   pn_train_result r1, r2;
   pn_status st;
   char *sets[] = {"backend=cpu"};
-  pn_pipeline *p = load("p.yaml", sets, 1);
+  pn_pipeline *p = tu_pipeline("p.yaml", sets, 1);
   char *t1 = train(p, NULL, &r1, &st), *t2 = train(p, NULL, &r2, &st);
   assert_true(r1.train_loss == r2.train_loss && r1.test_loss == r2.test_loss);
   /* The tables differ only in their time column. */
@@ -170,20 +122,18 @@ static void test_resume_is_exact(void **state) {
   char *two[] = {"train.epochs=2", "checkpoint.path=two.safetensors"};
   char *one[] = {"train.epochs=1", "checkpoint.path=one.safetensors"};
   char *more[] = {"train.epochs=2", "checkpoint.path=resumed.safetensors"};
-  pn_pipeline *p2 = load("p.yaml", two, 2), *p1 = load("p.yaml", one, 2),
-              *pr = load("p.yaml", more, 2);
+  pn_pipeline *p2 = tu_pipeline("p.yaml", two, 2), *p1 = tu_pipeline("p.yaml", one, 2),
+              *pr = tu_pipeline("p.yaml", more, 2);
   free(train(p2, NULL, &r, &st));
   assert_int_equal(st, PN_OK);
   double loss_two = r.train_loss;
   free(train(p1, NULL, &r, &st));
   assert_int_equal(st, PN_OK);
-  char from[512];
-  snprintf(from, sizeof from, "%s/one.safetensors", dir);
-  free(train(pr, from, &r, &st));
+  free(train(pr, tu_path("one.safetensors"), &r, &st));
   assert_int_equal(st, PN_OK);
   assert_true(r.train_loss == loss_two);
-  pn_tensor_map *a = load_ckpt("two.safetensors"), *b = load_ckpt("resumed.safetensors");
-  assert_same_tensors(a, b);
+  pn_tensor_map *a = tu_tensors("two.safetensors"), *b = tu_tensors("resumed.safetensors");
+  tu_assert_same_tensors(a, b);
   /* PyTorch-style names, optimizer state and run metadata. */
   assert_non_null(pn_tensor_map_get(a, "fc1.weight"));
   assert_non_null(pn_tensor_map_get(a, "fc2.bias"));
@@ -201,7 +151,7 @@ static void test_nan_stops_with_advice(void **state) {
   pn_train_result r;
   pn_status st;
   char *sets[] = {"optimizer={type: sgd, lr: 1.0e30}"};
-  pn_pipeline *p = load("p.yaml", sets, 1);
+  pn_pipeline *p = tu_pipeline("p.yaml", sets, 1);
   free(train(p, NULL, &r, &st));
   assert_int_not_equal(st, PN_OK);
   assert_non_null(strstr(pn_last_error(), "NaN at step"));
@@ -211,14 +161,8 @@ static void test_nan_stops_with_advice(void **state) {
 
 static void expect_load_error(const char *extra, char **sets, int n, const char *want1,
                               const char *want2) {
-  char path[512];
-  pn_pipeline *p = NULL;
   write_pipeline("bad.yaml", extra);
-  snprintf(path, sizeof path, "%s/bad.yaml", dir);
-  assert_int_not_equal(pn_pipeline_load(path, sets, n, &p), PN_OK);
-  assert_null(p);
-  if (!strstr(pn_last_error(), want1) || (want2 && !strstr(pn_last_error(), want2)))
-    fail_msg("expected '%s' and '%s' in: %s", want1, want2 ? want2 : "", pn_last_error());
+  tu_pipeline_error("bad.yaml", sets, n, want1, want2);
 }
 
 static void test_pipeline_errors(void **state) {
@@ -245,7 +189,7 @@ static void test_pipeline_errors(void **state) {
 static void test_plan_and_overrides(void **state) {
   (void)state;
   char *sets[] = {"model.layers.fc1.out=48", "data.batch=16", "model.layers.1.bias=false"};
-  pn_pipeline *p = load("p.yaml", sets, 3);
+  pn_pipeline *p = tu_pipeline("p.yaml", sets, 3);
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
@@ -258,7 +202,7 @@ static void test_plan_and_overrides(void **state) {
   assert_non_null(strstr(text, "beta2: 0.999"));
   assert_non_null(strstr(text, "/train-images.idx")); /* relative paths resolved */
   free(text);
-  pn_pipeline *q = load("p.yaml", NULL, 0);
+  pn_pipeline *q = tu_pipeline("p.yaml", NULL, 0);
   assert_true(p->hash != q->hash);
   pn_pipeline_free(p), pn_pipeline_free(q);
 }
@@ -268,7 +212,7 @@ static void test_missing_dataset_file(void **state) {
   pn_train_result r;
   pn_status st;
   char *sets[] = {"data.train.images=/usr/share/datasets/fashion-mnist/nope.gz"};
-  pn_pipeline *p = load("p.yaml", sets, 1);
+  pn_pipeline *p = tu_pipeline("p.yaml", sets, 1);
   free(train(p, NULL, &r, &st));
   assert_int_not_equal(st, PN_OK);
   assert_non_null(strstr(pn_last_error(), "nope.gz"));
@@ -278,12 +222,11 @@ static void test_missing_dataset_file(void **state) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--make-data") == 0) {
-    snprintf(dir, sizeof dir, "%s", argv[2]);
+    tu_tmpdir_use(argv[2]);
     make_data();
     return 0;
   }
-  snprintf(dir, sizeof dir, "%s/pn-train-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(dir)) return 1;
+  if (tu_tmpdir_setup(NULL) != 0) return 1;
   make_data();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_learns_the_task),      cmocka_unit_test(test_same_seed_same_numbers),
@@ -292,6 +235,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_missing_dataset_file),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  if (tu_rmtree(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  tu_tmpdir_teardown(NULL);
   return failed ? 1 : 0;
 }

@@ -63,6 +63,14 @@ static pn_transforms *chain1(const char *feature, const char *pairs) {
   return chain_scaled(1, &feature, &pairs, 1.0);
 }
 
+/* The view t draws for a w x h image from stream (key, stream). */
+static pn_view view_of(const pn_transforms *t, int w, int h, uint64_t key, uint64_t stream) {
+  pn_rng r = pn_rng_make(key, stream);
+  pn_view v;
+  pn_transforms_view(t, w, h, &r, &v);
+  return v;
+}
+
 /* The sample of stream (key, stream) through t; free() it. */
 static float *run(const pn_transforms *t, const pn_image *img, uint64_t key, uint64_t stream,
                   pn_view *v) {
@@ -392,9 +400,7 @@ static void test_flips(void **state) {
   pn_transforms *t = chain1("hflip", NULL);
   int flipped = 0;
   for (uint64_t s = 0; s < 1000; s++) {
-    pn_rng r = pn_rng_make(1, s);
-    pn_view v;
-    pn_transforms_view(t, 7, 5, &r, &v);
+    pn_view v = view_of(t, 7, 5, 1, s);
     flipped += v.m[0] < 0;
   }
   assert_true(flipped > 430 && flipped < 570);
@@ -408,9 +414,7 @@ static void test_random_resized_crop(void **state) {
   const double W = 256, H = 192, lo = 0.75, hi = 4.0 / 3;
   double least = 1, most = 0;
   for (uint64_t s = 0; s < 2000; s++) {
-    pn_rng r = pn_rng_make(5, s);
-    pn_view v;
-    pn_transforms_view(t, 256, 192, &r, &v);
+    pn_view v = view_of(t, 256, 192, 5, s);
     assert_int_equal(v.w, 32);
     assert_int_equal(v.h, 24);
     double x0 = v.m[2], y0 = v.m[5], cw = v.m[0] * 32, ch = v.m[4] * 24;
@@ -427,9 +431,7 @@ static void test_random_resized_crop(void **state) {
   pn_transforms_free(t);
   /* No area fits a 1:10 strip at ratios near 1: the central fallback. */
   t = chain1("random_resized_crop", "size=8, scale=[0.9, 1.0], ratio=[1.0, 1.0]");
-  pn_rng r = pn_rng_make(5, 0);
-  pn_view v;
-  pn_transforms_view(t, 10, 100, &r, &v);
+  pn_view v = view_of(t, 10, 100, 5, 0);
   assert_true(v.m[0] * 8 == 10 && v.m[4] * 8 == 10 && v.m[2] == 0 && v.m[5] == 45);
   pn_transforms_free(t);
 }
@@ -439,9 +441,7 @@ static void test_affine_rotation(void **state) {
   pn_transforms *t = chain1("affine", "p=1, rotate=30, zoom=1, warp=0");
   int positive = 0;
   for (uint64_t s = 0; s < 200; s++) {
-    pn_rng r = pn_rng_make(2, s);
-    pn_view v;
-    pn_transforms_view(t, 64, 48, &r, &v);
+    pn_view v = view_of(t, 64, 48, 2, s);
     assert_int_equal(v.padding, PN_PAD_REFLECTION);
     double cx, cy, angle = atan2(v.m[3], v.m[0]) * 180 / M_PI;
     map_point(&v, 32, 24, &cx, &cy);
@@ -460,9 +460,7 @@ static void test_affine_zoom(void **state) {
   (void)state;
   pn_transforms *t = chain1("affine", "p=1, rotate=0, zoom=[2, 2], warp=0, padding=zeros");
   for (uint64_t s = 0; s < 200; s++) {
-    pn_rng r = pn_rng_make(3, s);
-    pn_view v;
-    pn_transforms_view(t, 64, 48, &r, &v);
+    pn_view v = view_of(t, 64, 48, 3, s);
     assert_int_equal(v.padding, PN_PAD_ZEROS);
     assert_true(fabs(v.m[0] - 0.5) < 1e-12 && fabs(v.m[4] - 0.5) < 1e-12);
     double x0, y0, x1, y1;
@@ -480,9 +478,7 @@ static void test_affine_warp(void **state) {
   pn_transforms *t = chain1("affine", "p=1, rotate=0, zoom=1, warp=0.3, padding=border");
   int projective = 0;
   for (uint64_t s = 0; s < 200; s++) {
-    pn_rng r = pn_rng_make(4, s);
-    pn_view v;
-    pn_transforms_view(t, 60, 40, &r, &v);
+    pn_view v = view_of(t, 60, 40, 4, s);
     const double cx[4] = {0, 60, 60, 0}, cy[4] = {0, 0, 40, 40};
     double sum_x = 0, sum_y = 0, qx[4], qy[4];
     for (int k = 0; k < 4; k++) {
@@ -500,9 +496,7 @@ static void test_affine_warp(void **state) {
   pn_transforms_free(t);
   /* p = 0 changes nothing but the padding. */
   t = chain1("affine", "p=0, padding=border");
-  pn_rng r = pn_rng_make(4, 0);
-  pn_view v;
-  pn_transforms_view(t, 60, 40, &r, &v);
+  pn_view v = view_of(t, 60, 40, 4, 0);
   const double id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
   assert_memory_equal(v.m, id, sizeof id);
   assert_int_equal(v.padding, PN_PAD_BORDER);
@@ -581,18 +575,14 @@ static void test_size_scale(void **state) {
   const int sides[3] = {128, 256, 64};
   for (int k = 0; k < 3; k++) {
     pn_transforms *t = chain_scaled(3, features, pairs, scales[k]);
-    pn_rng r = pn_rng_make(0, 0);
-    pn_view v;
-    pn_transforms_view(t, 300, 200, &r, &v);
+    pn_view v = view_of(t, 300, 200, 0, 0);
     assert_int_equal(v.w, sides[k]);
     assert_int_equal(v.h, sides[k]);
     pn_transforms_free(t);
   }
   const char *rrc = "random_resized_crop", *size = "size=[100, 51]";
   pn_transforms *t = chain_scaled(1, &rrc, &size, 1.5);
-  pn_rng r = pn_rng_make(0, 0);
-  pn_view v;
-  pn_transforms_view(t, 300, 200, &r, &v);
+  pn_view v = view_of(t, 300, 200, 0, 0);
   assert_int_equal(v.h, 150);
   assert_int_equal(v.w, 77); /* 76.5 rounds away from zero */
   pn_transforms_free(t);

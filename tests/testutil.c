@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -97,4 +98,130 @@ void tu_moments(const pn_tensor *t, double *mean, double *std, double *maxabs) {
   *mean = s / (double)n;
   *std = sqrt(s2 / (double)n - *mean * *mean);
   *maxabs = m;
+}
+
+/* ---- the temporary folder */
+
+static char tmpdir[1024];
+
+int tu_tmpdir_setup(void **state) {
+  (void)state;
+  const char *base = getenv("TMPDIR");
+  snprintf(tmpdir, sizeof tmpdir, "%s/pn-test-XXXXXX", base && *base ? base : "/tmp");
+  return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+int tu_tmpdir_teardown(void **state) {
+  (void)state;
+  if (tu_rmtree(tmpdir) == 0) return 0;
+  fprintf(stderr, "could not remove %s\n", tmpdir);
+  return -1;
+}
+
+void tu_tmpdir_use(const char *dir) { snprintf(tmpdir, sizeof tmpdir, "%s", dir); }
+
+const char *tu_tmpdir(void) { return tmpdir; }
+
+const char *tu_path(const char *fmt, ...) {
+  static char ring[256][2048];
+  static int next;
+  char *p = ring[next++ % 256];
+  int at = snprintf(p, sizeof ring[0], "%s/", tmpdir);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(p + at, sizeof ring[0] - (size_t)at, fmt, ap);
+  va_end(ap);
+  return p;
+}
+
+/* ---- files */
+
+char *tu_read_file(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("%s: cannot open", path);
+  fseek(f, 0, SEEK_END);
+  *n = (size_t)ftell(f);
+  rewind(f);
+  char *b = malloc(*n + 1);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, *n, f), *n);
+  fclose(f);
+  b[*n] = '\0';
+  return b;
+}
+
+void tu_write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) fail_msg("%s: cannot create", path);
+  assert_int_equal(fwrite(data, 1, n, f), n);
+  assert_int_equal(fclose(f), 0);
+}
+
+void tu_write_text(const char *path, const char *fmt, ...) {
+  FILE *f = fopen(path, "w");
+  if (!f) fail_msg("%s: cannot create", path);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(f, fmt, ap);
+  va_end(ap);
+  assert_int_equal(fclose(f), 0);
+}
+
+static void put_be32(FILE *f, uint32_t v) {
+  unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8),
+                        (unsigned char)v};
+  fwrite(b, 1, 4, f);
+}
+
+void tu_idx_open(const char *name, int n, int rows, int cols, FILE **images, FILE **labels) {
+  *images = fopen(tu_path("%s-images.idx", name), "wb");
+  *labels = fopen(tu_path("%s-labels.idx", name), "wb");
+  if (!*images || !*labels) fail_msg("%s: cannot create the IDX files", name);
+  put_be32(*images, 0x803), put_be32(*images, (uint32_t)n);
+  put_be32(*images, (uint32_t)rows), put_be32(*images, (uint32_t)cols);
+  put_be32(*labels, 0x801), put_be32(*labels, (uint32_t)n);
+}
+
+/* ---- pipelines and checkpoints */
+
+pn_pipeline *tu_pipeline(const char *file, char **sets, int n) {
+  const char *path = tu_path("%s", file);
+  pn_pipeline *p = NULL;
+  if (pn_pipeline_load(path, sets, n, &p) != PN_OK) fail_msg("load %s: %s", path, pn_last_error());
+  return p;
+}
+
+void tu_pipeline_error(const char *file, char **sets, int n, const char *want1, const char *want2) {
+  pn_pipeline *p = NULL;
+  assert_int_not_equal(pn_pipeline_load(tu_path("%s", file), sets, n, &p), PN_OK);
+  assert_null(p);
+  if (!strstr(pn_last_error(), want1) || (want2 && !strstr(pn_last_error(), want2)))
+    fail_msg("expected '%s' and '%s' in: %s", want1, want2 ? want2 : "", pn_last_error());
+}
+
+pn_tensor_map *tu_tensors(const char *file) {
+  const char *path = tu_path("%s", file);
+  pn_tensor_map *m = NULL;
+  if (pn_safetensors_load(path, tu_device("reference"), &m) != PN_OK)
+    fail_msg("%s: %s", path, pn_last_error());
+  return m;
+}
+
+void tu_assert_same_tensors(const pn_tensor_map *a, const pn_tensor_map *b) {
+  assert_int_equal(pn_tensor_map_count(a), pn_tensor_map_count(b));
+  for (int i = 0; i < pn_tensor_map_count(a); i++) {
+    const char *name = pn_tensor_map_name(a, i);
+    pn_tensor *x = pn_tensor_map_at(a, i), *y = pn_tensor_map_get(b, name);
+    if (!y) fail_msg("no tensor %s", name);
+    if (pn_tensor_nbytes(x) != pn_tensor_nbytes(y) ||
+        memcmp(pn_tensor_data(x), pn_tensor_data(y), pn_tensor_nbytes(x)) != 0)
+      fail_msg("tensor %s differs", name);
+  }
+}
+
+void tu_plugin_path(const char *dir) {
+  char path[4096];
+  const char *top = getenv("PN_TOP_BUILDDIR");
+  snprintf(path, sizeof path, "%s/%s", top ? top : ".", dir);
+  setenv("PLUGNET_PLUGIN_PATH", path, 1);
 }

@@ -3,6 +3,8 @@
 #ifndef PLUGNET_CLI_H
 #define PLUGNET_CLI_H
 
+#include <plugnet/status.h>
+
 int pn_cmd_plugins(int argc, char **argv);
 int pn_cmd_inspect(int argc, char **argv);
 int pn_cmd_backends(int argc, char **argv);
@@ -18,5 +20,9 @@ int pn_cmd_show_batch(int argc, char **argv);
 
 /* Prints "plugnet: <message>" for the current error and returns 1. */
 int pn_cli_fail(const char *context);
+
+/* Bad arguments: prints "plugnet CMD: <message>" (fmt is printf's) and, when
+ * synopsis is not NULL, "usage: plugnet CMD SYNOPSIS"; returns 2. */
+int pn_cli_usage(const char *cmd, const char *synopsis, const char *fmt, ...) PN_PRINTF(3, 4);
 
 #endif

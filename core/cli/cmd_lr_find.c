@@ -13,6 +13,10 @@
 
 #define MAX_SETS 64
 
+static const char command[] = "lr-find";
+static const char synopsis[] = "PIPELINE [--start 1e-7] [--end 10] [--iters 100] [-o lr_find.png] "
+                               "[--set k=v] [--backend B]";
+
 typedef struct args {
   const char *pipeline, *backend, *output;
   double start, end;
@@ -21,31 +25,19 @@ typedef struct args {
   int n_sets;
 } args;
 
-static const char *const usage_text =
-    "usage: plugnet lr-find PIPELINE [--start 1e-7] [--end 10] [--iters 100] [-o lr_find.png] "
-    "[--set k=v] [--backend B]";
-
-static int usage_error(const char *msg) {
-  fprintf(stderr, "plugnet lr-find: %s\n%s\n", msg, usage_text);
-  return 2;
-}
-
 static int number(const char *opt, const char *text, double *out) {
   char *end = NULL;
   errno = 0;
   *out = strtod(text, &end);
-  if (errno || end == text || *end || !(*out > 0) || !isfinite(*out)) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s wants a positive number, not '%s'", opt, text);
-    return usage_error(msg);
-  }
+  if (errno || end == text || *end || !(*out > 0) || !isfinite(*out))
+    return pn_cli_usage(command, synopsis, "%s wants a positive number, not '%s'", opt, text);
   return 0;
 }
 
 /* One option and its value; returns 0, or the exit status for a bad one. */
 static int option(args *a, const char *opt, char *val) {
   if (strcmp(opt, "--set") == 0) {
-    if (a->n_sets == MAX_SETS) return usage_error("too many --set options");
+    if (a->n_sets == MAX_SETS) return pn_cli_usage(command, synopsis, "too many --set options");
     a->sets[a->n_sets++] = val;
   } else if (strcmp(opt, "--backend") == 0) {
     a->backend = val;
@@ -59,12 +51,10 @@ static int option(args *a, const char *opt, char *val) {
     char *end = NULL;
     long n = strtol(val, &end, 10);
     if (end == val || *end || n < 2 || n > 1000000)
-      return usage_error("--iters wants a whole number of steps, at least 2");
+      return pn_cli_usage(command, synopsis, "--iters wants a whole number of steps, at least 2");
     a->iters = (int)n;
   } else {
-    char msg[256];
-    snprintf(msg, sizeof msg, "unknown option '%s'", opt);
-    return usage_error(msg);
+    return pn_cli_usage(command, synopsis, "unknown option '%s'", opt);
   }
   return 0;
 }
@@ -76,19 +66,15 @@ static int parse_args(int argc, char **argv, args *a) {
     const char *opt = argv[i];
     int rc;
     if (opt[0] == '-' && opt[1]) {
-      if (i + 1 >= argc) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "option '%s' needs a value", opt);
-        return usage_error(msg);
-      }
+      if (i + 1 >= argc) return pn_cli_usage(command, synopsis, "option '%s' needs a value", opt);
       if ((rc = option(a, opt, argv[++i]))) return rc;
     } else if (!a->pipeline) {
       a->pipeline = opt;
     } else {
-      return usage_error("more than one pipeline given");
+      return pn_cli_usage(command, synopsis, "more than one pipeline given");
     }
   }
-  return a->pipeline ? 0 : usage_error("no pipeline given");
+  return a->pipeline ? 0 : pn_cli_usage(command, synopsis, "no pipeline given");
 }
 
 /* Like fastai's plot, without the last 5 points: the blow-up that ends

@@ -19,6 +19,10 @@
 #define NAME_LEN    128
 #define MAX_CLASSES 1000000 /* a bound on what a checkpoint may claim */
 
+static const char command[] = "predict";
+static const char synopsis[] =
+    "PIPELINE --checkpoint F [--top K] [--backend B] [--set key=value] IMAGE...";
+
 typedef struct args {
   const char *pipeline, *checkpoint, *backend;
   int top;
@@ -41,17 +45,9 @@ typedef struct predictor {
   double *sums;
 } predictor;
 
-static int usage(const char *msg) {
-  fprintf(stderr,
-          "plugnet predict: %s\nusage: plugnet predict PIPELINE --checkpoint F [--top K] "
-          "[--backend B] [--set key=value] IMAGE...\n",
-          msg);
-  return 2;
-}
-
 static int parse_option(int argc, char **argv, int *i, args *a) {
   const char *opt = argv[*i];
-  if (*i + 1 >= argc) return usage("an option lacks its value");
+  if (*i + 1 >= argc) return pn_cli_usage(command, synopsis, "an option lacks its value");
   char *val = argv[++*i], *end = NULL;
   if (strcmp(opt, "--checkpoint") == 0) {
     a->checkpoint = val;
@@ -59,15 +55,14 @@ static int parse_option(int argc, char **argv, int *i, args *a) {
     a->backend = val;
   } else if (strcmp(opt, "--top") == 0) {
     long k = strtol(val, &end, 10);
-    if (end == val || *end || k < 1 || k > 1000) return usage("--top wants a number from 1");
+    if (end == val || *end || k < 1 || k > 1000)
+      return pn_cli_usage(command, synopsis, "--top wants a number from 1");
     a->top = (int)k;
   } else if (strcmp(opt, "--set") == 0) {
-    if (a->n_sets == MAX_SETS) return usage("too many --set options");
+    if (a->n_sets == MAX_SETS) return pn_cli_usage(command, synopsis, "too many --set options");
     a->sets[a->n_sets++] = val;
   } else {
-    char msg[256];
-    snprintf(msg, sizeof msg, "unknown option '%s'", opt);
-    return usage(msg);
+    return pn_cli_usage(command, synopsis, "unknown option '%s'", opt);
   }
   return 0;
 }
@@ -76,7 +71,8 @@ static int parse_option(int argc, char **argv, int *i, args *a) {
 static int parse_args(int argc, char **argv, args *a) {
   memset(a, 0, sizeof *a);
   a->top = 3;
-  if (!(a->images = calloc((size_t)argc, sizeof *a->images))) return usage("out of memory");
+  if (!(a->images = calloc((size_t)argc, sizeof *a->images)))
+    return pn_cli_usage(command, synopsis, "out of memory");
   for (int i = 1; i < argc; i++) {
     int rc = 0;
     if (argv[i][0] == '-' && argv[i][1])
@@ -87,23 +83,12 @@ static int parse_args(int argc, char **argv, args *a) {
       a->images[a->n_images++] = argv[i];
     if (rc) return rc;
   }
-  if (!a->pipeline) return usage("which pipeline?");
-  if (!a->checkpoint) return usage("which checkpoint? (--checkpoint F)");
-  return a->n_images ? 0 : usage("which images?");
+  if (!a->pipeline) return pn_cli_usage(command, synopsis, "which pipeline?");
+  if (!a->checkpoint) return pn_cli_usage(command, synopsis, "which checkpoint? (--checkpoint F)");
+  return a->n_images ? 0 : pn_cli_usage(command, synopsis, "which images?");
 }
 
 /* ------------------------------------------------------------ setup */
-
-static pn_status setup_device(predictor *pr, const char *backend) {
-  char why[256] = "";
-  PN_TRY(pn_device_get(backend, &pr->dev));
-  if (pr->dev->iface->probe && pr->dev->iface->probe(pr->dev->ctx, why, sizeof why) != PN_OK)
-    return pn_error(PN_ERR_DEVICE, "backend '%s' is unavailable: %s", backend, why);
-  if (pr->p->threads > 0 && pr->dev->iface->set_threads)
-    PN_TRY(pr->dev->iface->set_threads(pr->dev->ctx, pr->p->threads));
-  pn_set_default_device(pr->dev);
-  return PN_OK;
-}
 
 /* The training set, for its class names and the model's input shape (as
  * training built it: sample 0 through the training transforms), when the
@@ -294,7 +279,7 @@ static pn_status setup(predictor *pr, const args *a) {
   pn_tensor_map *m = NULL;
   pn_shape in;
   int saved = 0;
-  PN_TRY(setup_device(pr, a->backend ? a->backend : pr->p->backend));
+  PN_TRY(pn_pipeline_device(pr->p, a->backend, &pr->dev));
   PN_TRY(pn_safetensors_load(a->checkpoint, pr->dev, &m));
   pn_status s = from_checkpoint(pr, m, a->checkpoint, &in, &saved);
   if (s == PN_OK && !saved) s = from_train_set(pr, &in);

@@ -17,6 +17,10 @@
 #define PAD       8  /* pixels around and between cells */
 #define MIN_SHOWN 64 /* smaller samples are magnified to about this */
 
+static const char command[] = "show-batch";
+static const char synopsis[] =
+    "PIPELINE [-o grid.png] [--rows 3] [--cols 3] [--valid] [--epoch N] [--set key=value]";
+
 typedef struct args {
   const char *pipeline, *out;
   int rows, cols, valid;
@@ -44,14 +48,6 @@ typedef struct batch {
   double mean[3], std[3];
 } batch;
 
-static int usage(const char *msg) {
-  fprintf(stderr,
-          "plugnet show-batch: %s\nusage: plugnet show-batch PIPELINE [-o grid.png] [--rows 3] "
-          "[--cols 3] [--valid] [--epoch N] [--set key=value]\n",
-          msg);
-  return 2;
-}
-
 static int parse_count(const char *text, long long lo, long long hi, long long *v) {
   char *end = NULL;
   *v = strtoll(text, &end, 10);
@@ -61,22 +57,22 @@ static int parse_count(const char *text, long long lo, long long hi, long long *
 static int parse_option(int argc, char **argv, int *i, args *a) {
   const char *opt = argv[*i];
   long long v = 0;
-  if (*i + 1 >= argc) return usage("an option lacks its value");
+  if (*i + 1 >= argc) return pn_cli_usage(command, synopsis, "an option lacks its value");
   char *val = argv[++*i];
   if (strcmp(opt, "-o") == 0 || strcmp(opt, "--output") == 0) {
     a->out = val;
   } else if (strcmp(opt, "--rows") == 0 || strcmp(opt, "--cols") == 0) {
-    if (!parse_count(val, 1, MAX_SIDE, &v)) return usage("--rows and --cols want 1 to 32");
+    if (!parse_count(val, 1, MAX_SIDE, &v))
+      return pn_cli_usage(command, synopsis, "--rows and --cols want 1 to 32");
     *(opt[2] == 'r' ? &a->rows : &a->cols) = (int)v;
   } else if (strcmp(opt, "--epoch") == 0) {
-    if (!parse_count(val, 0, 1LL << 40, &a->epoch)) return usage("--epoch wants a number >= 0");
+    if (!parse_count(val, 0, 1LL << 40, &a->epoch))
+      return pn_cli_usage(command, synopsis, "--epoch wants a number >= 0");
   } else if (strcmp(opt, "--set") == 0) {
-    if (a->n_sets == MAX_SETS) return usage("too many --set options");
+    if (a->n_sets == MAX_SETS) return pn_cli_usage(command, synopsis, "too many --set options");
     a->sets[a->n_sets++] = val;
   } else {
-    char msg[256];
-    snprintf(msg, sizeof msg, "unknown option '%s'", opt);
-    return usage(msg);
+    return pn_cli_usage(command, synopsis, "unknown option '%s'", opt);
   }
   return 0;
 }
@@ -91,12 +87,12 @@ static int parse_args(int argc, char **argv, args *a) {
     else if (argv[i][0] == '-' && argv[i][1])
       rc = parse_option(argc, argv, &i, a);
     else if (a->pipeline)
-      return usage("more than one pipeline given");
+      return pn_cli_usage(command, synopsis, "more than one pipeline given");
     else
       a->pipeline = argv[i];
     if (rc) return rc;
   }
-  return a->pipeline ? 0 : usage("which pipeline?");
+  return a->pipeline ? 0 : pn_cli_usage(command, synopsis, "which pipeline?");
 }
 
 /* ------------------------------------------------------------ data */

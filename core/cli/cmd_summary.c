@@ -10,20 +10,15 @@
 
 #define MAX_SETS 64
 
+static const char command[] = "summary";
+static const char synopsis[] = "MODEL|PIPELINE [--input 3x224x224] [--set key=value]";
+
 typedef struct args {
   const char *target;
   pn_shape input;
   char *sets[MAX_SETS];
   int n_sets;
 } args;
-
-static int usage(const char *msg) {
-  fprintf(stderr,
-          "plugnet summary: %s\nusage: plugnet summary MODEL|PIPELINE [--input 3x224x224] "
-          "[--set key=value]\n",
-          msg);
-  return 2;
-}
 
 /* "3x224x224" -> [3, 224, 224] */
 static int parse_shape(const char *text, pn_shape *s) {
@@ -45,17 +40,18 @@ static int parse_args(int argc, char **argv, args *a) {
   for (int i = 1; i < argc; i++) {
     int has_value = i + 1 < argc;
     if (strcmp(argv[i], "--input") == 0 && has_value) {
-      if (!parse_shape(argv[++i], &a->input)) return usage("--input wants sizes like 3x224x224");
+      if (!parse_shape(argv[++i], &a->input))
+        return pn_cli_usage(command, synopsis, "--input wants sizes like 3x224x224");
     } else if (strcmp(argv[i], "--set") == 0 && has_value) {
-      if (a->n_sets == MAX_SETS) return usage("too many --set options");
+      if (a->n_sets == MAX_SETS) return pn_cli_usage(command, synopsis, "too many --set options");
       a->sets[a->n_sets++] = argv[++i];
     } else if (argv[i][0] == '-' || a->target) {
-      return usage("unexpected argument");
+      return pn_cli_usage(command, synopsis, "unexpected argument");
     } else {
       a->target = argv[i];
     }
   }
-  return a->target ? 0 : usage("which model or pipeline?");
+  return a->target ? 0 : pn_cli_usage(command, synopsis, "which model or pipeline?");
 }
 
 /* A pipeline names its data; a model file does not. */

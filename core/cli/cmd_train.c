@@ -31,18 +31,13 @@ static const char *default_pipeline(char *buf, size_t n) {
   return buf;
 }
 
-static int usage_error(const char *cmd, const char *msg) {
-  fprintf(stderr, "plugnet %s: %s\n", cmd, msg);
-  return 2;
-}
-
 static int parse_args(const char *cmd, int argc, char **argv, args *a) {
   memset(a, 0, sizeof *a);
   for (int i = 1; i < argc; i++) {
     const char *opt = argv[i];
     int has_value = i + 1 < argc;
     if (strcmp(opt, "--set") == 0 && has_value) {
-      if (a->n_sets == MAX_SETS) return usage_error(cmd, "too many --set options");
+      if (a->n_sets == MAX_SETS) return pn_cli_usage(cmd, NULL, "too many --set options");
       a->sets[a->n_sets++] = argv[++i];
     } else if (strcmp(opt, "--backend") == 0 && has_value) {
       a->backend = argv[++i];
@@ -51,13 +46,11 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a) {
     } else if (strcmp(opt, "--checkpoint") == 0 && has_value) {
       a->checkpoint = argv[++i];
     } else if (opt[0] == '-' && opt[1]) {
-      char msg[256];
-      snprintf(msg, sizeof msg, "unknown or incomplete option '%s'", opt);
-      return usage_error(cmd, msg);
+      return pn_cli_usage(cmd, NULL, "unknown or incomplete option '%s'", opt);
     } else if (!a->pipeline) {
       a->pipeline = opt;
     } else {
-      return usage_error(cmd, "more than one pipeline given");
+      return pn_cli_usage(cmd, NULL, "more than one pipeline given");
     }
   }
   return 0;
@@ -99,7 +92,8 @@ int pn_cmd_eval(int argc, char **argv) {
   pn_train_result r;
   int rc = parse_args("eval", argc, argv, &a);
   if (rc) return rc;
-  if (!a.checkpoint) return usage_error("eval", "usage: plugnet eval PIPELINE --checkpoint FILE");
+  if (!a.checkpoint)
+    return pn_cli_usage("eval", NULL, "usage: plugnet eval PIPELINE --checkpoint FILE");
   if ((rc = load(&a, buf, sizeof buf, &p))) return rc;
   pn_train_options o = {a.backend, NULL, stdout, stderr};
   pn_status s = pn_evaluate(p, a.checkpoint, &o, &r);

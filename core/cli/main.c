@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,17 @@ int pn_cli_fail(const char *context) {
   else
     fprintf(stderr, "plugnet: %s\n", pn_last_error());
   return 1;
+}
+
+int pn_cli_usage(const char *cmd, const char *synopsis, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "plugnet %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  if (synopsis) fprintf(stderr, "usage: plugnet %s %s\n", cmd, synopsis);
+  return 2;
 }
 
 static void usage(FILE *to) {

@@ -123,6 +123,9 @@ void pn_pipeline_free(pn_pipeline *p);
 struct pn_model;
 pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input,
                                   struct pn_model **out);
+/* The device to run p on: `backend` (NULL: the pipeline's), probed, given
+ * the pipeline's thread count, and made the default device. */
+pn_status pn_pipeline_device(const pn_pipeline *p, const char *backend, pn_device **out);
 /* A chain as transforms (transform.h); size_scale as pn_transforms_new. */
 struct pn_transforms;
 pn_status pn_pipeline_transforms(const pn_pipeline_chain *c, double size_scale,
