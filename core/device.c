@@ -146,10 +146,15 @@ pn_buffer *pn_buffer_new(pn_device *dev, size_t bytes) {
     return NULL;
   }
   /* A zero-byte tensor still gets distinct memory so host pointers stay valid. */
+  pn_clear_error();
   b->mem = dev->iface->alloc(dev->ctx, bytes ? bytes : 1);
   if (!b->mem) {
     free(b);
-    pn_error(PN_ERR_NOMEM, "%s: cannot allocate %zu bytes", dev->name, bytes);
+    /* A device backend says why (out of device memory, a failed driver call). */
+    if (*pn_last_error())
+      pn_error_prefix(PN_ERR_NOMEM, "%s: cannot allocate %zu bytes: ", dev->name, bytes);
+    else
+      pn_error(PN_ERR_NOMEM, "%s: cannot allocate %zu bytes", dev->name, bytes);
     return NULL;
   }
   b->refs = 1;

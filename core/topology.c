@@ -337,6 +337,31 @@ static void report_worker(text *t, int k, int bound) {
         bound ? "" : " (not bound)");
 }
 
+/* NVIDIA GPUs on the PCI bus and the PUs nearest each, where the threads
+ * that feed one belong (`plugnet backends` shows which cuda:N has which bus
+ * id). hwloc sees PCI devices only with I/O discovery, which the placement
+ * topology leaves off (a PCI scan on every start), so the report loads a
+ * second topology of its own. */
+static void report_gpus(text *t) {
+  hwloc_topology_t io;
+  int found = 0;
+  if (hwloc_topology_init(&io) != 0) return;
+  hwloc_topology_set_io_types_filter(io, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  int loaded = hwloc_topology_load(io) == 0;
+  for (hwloc_obj_t o = NULL; loaded && (o = hwloc_get_next_pcidev(io, o));) {
+    const struct hwloc_pcidev_attr_s *pci = &o->attr->pcidev;
+    if (pci->vendor_id != 0x10de || pci->class_id >> 8 != 0x03) continue; /* NVIDIA display */
+    hwloc_obj_t near = hwloc_get_non_io_ancestor_obj(io, o);
+    char pus[128] = "unknown";
+    if (near && near->cpuset) hwloc_bitmap_list_snprintf(pus, sizeof pus, near->cpuset);
+    put(t, "GPU %04x:%02x:%02x.%x (NVIDIA): nearest PUs %s\n", (unsigned)pci->domain,
+        (unsigned)pci->bus, (unsigned)pci->dev, (unsigned)pci->func, pus);
+    found++;
+  }
+  if (!found) put(t, "GPUs: no CUDA device (no NVIDIA GPU on the PCI bus)\n");
+  hwloc_topology_destroy(io);
+}
+
 pn_status pn_topology_report(char *buf, size_t n) {
   pn_topology_info info;
   text t = {buf, n, 0};
@@ -356,6 +381,7 @@ pn_status pn_topology_report(char *buf, size_t n) {
       "BLAS and the pool never compete for cores\n",
       info.threads, plural(info.threads, "worker", "workers"));
   put(&t, "reason: %s\n", info.reason);
+  report_gpus(&t);
   if (t.len >= n)
     return pn_error(PN_ERR_INVALID, "pn_topology_report: %zu bytes needed, buffer holds %zu",
                     t.len + 1, n);
