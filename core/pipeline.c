@@ -680,8 +680,9 @@ static void print_model_part(const pn_pipeline *p, FILE *f) {
             (unsigned long long)p->valid_seed, p->valid_stratify ? "true" : "false");
   if (!p->valid_is_test) print_chain(f, "    ", &p->valid_transforms);
   print_groups(f, p);
-  fprintf(f, "  batch: %lld\n  shuffle: %s\nmodel:\n  input: ", (long long)p->batch,
-          p->shuffle ? "true" : "false");
+  fprintf(f, "  batch: %lld\n  shuffle: %s\n  workers: %d%s\nmodel:\n  input: ",
+          (long long)p->batch, p->shuffle ? "true" : "false", p->data_workers,
+          p->data_workers == 0 ? "  # one per physical core" : "");
   if (p->input.ndim == 0) fputs("~  # from the data\n", f);
   for (int i = 0; i < p->input.ndim; i++)
     fprintf(f, "%s%lld%s", i ? ", " : "[", (long long)p->input.dim[i],

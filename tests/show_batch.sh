@@ -44,6 +44,16 @@ expect 0 "(3x3 samples, 16x16)" -- show-batch "$d/p.yaml" -o "$d/valid.png" --va
 (cd "$d" && "$cli" show-batch p.yaml >"$out" 2>"$err") || fail "show-batch without -o"
 [ "$(png_size "$d/show_batch.png")" = "224 263" ] || fail "default output missing or wrong"
 
+# Progressive resizing: --stage N shows the size stage N trains at (stage 2
+# keeps stage 1's 24, stage 3 goes back to none given: still 24).
+sed 's/^train: .*/train: {progress: off, stages: [{epochs: 1}, {epochs: 1, size: 24}, {epochs: 1}]}/' \
+  "$d/p.yaml" >"$d/staged.yaml"
+expect 0 "(3x3 samples, 16x16)" -- show-batch "$d/staged.yaml" -o "$d/s1.png" --stage 1
+expect 0 "(3x3 samples, 24x24)" -- show-batch "$d/staged.yaml" -o "$d/s2.png" --stage 2
+expect 0 "(3x3 samples, 24x24)" -- show-batch "$d/staged.yaml" -o "$d/s3.png" --stage 3 --valid
+expect 1 "has 3 stages" -- show-batch "$d/staged.yaml" -o "$d/s4.png" --stage 4
+expect 2 "--stage wants" -- show-batch "$d/staged.yaml" --stage 0
+
 expect 2 "unknown option '--bogus'" -- show-batch "$d/p.yaml" --bogus 1
 expect 2 "--rows and --cols" -- show-batch "$d/p.yaml" --rows 0
 expect 1 "nosuch.yaml" -- show-batch "$d/nosuch.yaml"

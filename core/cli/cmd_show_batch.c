@@ -19,12 +19,13 @@
 
 static const char command[] = "show-batch";
 static const char synopsis[] =
-    "PIPELINE [-o grid.png] [--rows 3] [--cols 3] [--valid] [--epoch N] [--set key=value]";
+    "PIPELINE [-o grid.png] [--rows 3] [--cols 3] [--valid] [--epoch N] [--stage N] [--set key=value]";
 
 typedef struct args {
   const char *pipeline, *out;
   int rows, cols, valid;
   long long epoch;
+  long long stage; /* 1-based; 0: before any stage's resizing */
   char *sets[MAX_SETS];
   int n_sets;
 } args;
@@ -68,6 +69,9 @@ static int parse_option(int argc, char **argv, int *i, args *a) {
   } else if (strcmp(opt, "--epoch") == 0) {
     if (!parse_count(val, 0, 1LL << 40, &a->epoch))
       return pn_cli_usage(command, synopsis, "--epoch wants a number >= 0");
+  } else if (strcmp(opt, "--stage") == 0) {
+    if (!parse_count(val, 1, 1 << 20, &a->stage))
+      return pn_cli_usage(command, synopsis, "--stage wants a stage number from 1");
   } else if (strcmp(opt, "--set") == 0) {
     if (a->n_sets == MAX_SETS) return pn_cli_usage(command, synopsis, "too many --set options");
     a->sets[a->n_sets++] = val;
@@ -121,14 +125,16 @@ static pn_status split_train(const pn_pipeline *p, source *s, int valid) {
   return PN_OK;
 }
 
-static pn_status attach(const pn_pipeline *p, source *s) {
+static pn_status attach(const pn_pipeline *p, source *s, double size_scale) {
   if (!pn_dataset_is_image(s->ds))
     return pn_error(PN_ERR_INVALID, "%s: show-batch draws image sets (such as imagefolder)",
                     p->file);
   if (!s->chain->n)
     return pn_error(PN_ERR_INVALID, "%s: %s has no transforms to make its images one size", p->file,
                     s->where);
-  PN_TRY(pn_pipeline_transforms(s->chain, 1.0, &s->tf));
+  pn_transforms_free(s->tf);
+  s->tf = NULL;
+  PN_TRY(pn_pipeline_transforms(s->chain, size_scale, &s->tf));
   return pn_dataset_set_transforms(s->ds, s->tf);
 }
 
@@ -144,7 +150,7 @@ static pn_status open_source(const pn_pipeline *p, int valid, source *s) {
   if (!f->feature) return pn_error(PN_ERR_INVALID, "%s: the pipeline has no data.train", p->file);
   PN_TRY(pn_dataset_open(f->feature, f->cfg, &s->ds));
   if (!test) PN_TRY(split_train(p, s, valid));
-  return attach(p, s);
+  return attach(p, s, 1.0);
 }
 
 /* The chain's normalize transform, if any: its statistics undo it. */
@@ -192,6 +198,29 @@ static pn_status read_batch(const pn_pipeline *p, source *s, int count, int64_t 
   pn_tensor_unref(x), pn_tensor_unref(y);
   pn_loader_free(l);
   return st;
+}
+
+/* The image size stage `stage` (1-based) trains at, as `plugnet train` sets
+ * it (progressive resizing); 0: the transforms' own. */
+static pn_status stage_size(const pn_pipeline *p, long long stage, int64_t *size) {
+  *size = 0;
+  if (stage > p->n_stages)
+    return pn_error(PN_ERR_INVALID, "%s: --stage %lld, but the pipeline has %d stage%s", p->file,
+                    stage, p->n_stages, p->n_stages == 1 ? "" : "s");
+  for (long long k = stage - 1; k >= 0 && !*size; k--) *size = p->stages[k].size;
+  return PN_OK;
+}
+
+/* Reads the batch again with every transform size scaled, as training
+ * does, so that the images come out `size` wide. */
+static pn_status resize_batch(const args *a, const pn_pipeline *p, source *s, batch *b) {
+  int64_t size;
+  PN_TRY(stage_size(p, a->stage, &size));
+  if (!size || size == b->w) return PN_OK;
+  PN_TRY(attach(p, s, (double)size / (double)b->w));
+  free(b->x), free(b->y);
+  memset(b, 0, sizeof *b);
+  return read_batch(p, s, a->rows * a->cols, a->epoch, b);
 }
 
 /* ------------------------------------------------------------ grid */
@@ -275,6 +304,7 @@ static pn_status show_batch(const args *a, const pn_pipeline *p) {
   memset(&b, 0, sizeof b);
   pn_status s = open_source(p, a->valid, &src);
   if (s == PN_OK) s = read_batch(p, &src, a->rows * a->cols, a->epoch, &b);
+  if (s == PN_OK) s = resize_batch(a, p, &src, &b);
   if (s == PN_OK) {
     b.has_norm = find_normalize(src.chain, b.mean, b.std);
     plan_grid(a, src.ds, &b, &g);
