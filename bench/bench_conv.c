@@ -102,6 +102,9 @@ static void bench_shape(pn_device *cpu, const shape *s, int64_t batch, int threa
     c = random_floats((size_t)(m * n));
   }
   for (int r = 0; r < REPS; r++) {
+    /* OpenBLAS's threads spin for about 2^28 cycles after the peer's last
+     * call; let them sleep so they do not take the cores from our pool. */
+    if (r) nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
     ours[r] = time_conv(x, w, &p, inner);
     if (!a) continue;
     openblas_set_num_threads(threads);
