@@ -1,6 +1,6 @@
 /* The cpu backend's special-cased fast paths against the reference, bit
- * for bit: the 2x2 / stride 2 max pool (its own loops, AVX-512 rows where
- * the machine has them) on widths around the 16-lane vector, with ties,
+ * for bit: the 2x2 / stride 2 max pool (its own loops, AVX-512 or AVX2 rows
+ * where the machine has them) on widths around the 8- and 16-lane vectors, with ties,
  * NaNs and infinities, forward and gradient; and ReLU's fused backward
  * (PN_BINARY_RELU_GRAD) through autograd; convolutions with stride 1 along
  * the width (im2col and col2im by masked AVX-512 rows) on geometries that
