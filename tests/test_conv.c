@@ -247,6 +247,10 @@ static const ccase cmp_cases[] = {
     {"depthwise strides 1x2 dil 2", 2, 3, 12, 21, 3, 3, 3, 1, 2, 2, 1, 2, 2, 3, 1},
     {"depthwise pad 2 small", 3, 5, 2, 3, 5, 3, 3, 1, 1, 2, 2, 1, 1, 5, 1},
     {"depthwise 7x7 planes", 16, 24, 7, 7, 24, 3, 3, 1, 1, 1, 1, 1, 1, 24, 0},
+    /* im2col's vector rows: under 4 columns (whole samples), and blocks that
+     * split 6-column rows into 3 + 3 (stride 1 along x, padded borders) */
+    {"3x3 planes, batch 4", 4, 8, 3, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"6-wide planes, blocks split rows", 1, 64, 31, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0},
 };
 
 static pn_tensor *on(pn_device *dev, const float *v, int ndim, const int64_t *shape) {

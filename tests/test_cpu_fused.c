@@ -3,7 +3,7 @@
  * where the machine has them) on widths around the 8- and 16-lane vectors, with ties,
  * NaNs and infinities, forward and gradient; and ReLU's fused backward
  * (PN_BINARY_RELU_GRAD) through autograd; convolutions with stride 1 along
- * the width (im2col and col2im by masked AVX-512 rows) on geometries that
+ * the width (im2col and col2im by AVX-512 or AVX2 rows) on geometries that
  * test_conv leaves out: a height stride, rows wider than two vectors, and
  * column blocks that start and end inside a row. */
 #include <math.h>

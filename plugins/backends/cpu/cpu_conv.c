@@ -2,9 +2,11 @@
  * output columns to a GEMM: im2col copies the input patches a block reads
  * into a [C/g*KH*KW, columns] matrix, OpenBLAS multiplies the group's
  * weights by it, and the gradients run the same product transposed (col2im
- * scatters the input gradient back). Blocks are spread over the pool with
- * OpenBLAS single-threaded in each worker, as pni_cpu_matmul does, so that
- * OpenBLAS's own spinning threads never fight the pool for the cores.
+ * scatters the input gradient back; at stride 1 along x both move rows by
+ * AVX-512 or AVX2 vectors, not libc calls per piece). Blocks are spread
+ * over the pool with OpenBLAS single-threaded in each worker, as
+ * pni_cpu_matmul does, so that OpenBLAS's own spinning threads never fight
+ * the pool for the cores.
  * Three shapes skip the lowering: 1x1 unpadded convolutions on small planes
  * gather the whole batch into one matrix (see "batched 1x1"), other 1x1
  * stride-1 unpadded ones are a GEMM on the input as it lies, and depthwise
@@ -39,10 +41,12 @@ typedef struct conv_dims {
   /* Column blocking: a block is `nb` whole samples, or (nb == 1) a run of
    * at most `bw` columns of one sample. */
   int64_t nb, bps, bw, groups_of_samples;
-  int rows512; /* im2col rows by AVX-512 masked moves (stride 1 along x) */
+  /* im2col rows by vectors where the stride along x is 1: 16 (AVX-512
+   * masked moves), 8 (AVX2), 0 (memcpy and memset per piece) */
+  int row_lanes;
 } conv_dims;
 
-static int has_avx512(void);
+static int row_lanes(void);
 
 /* ------------------------------------------------------------ geometry */
 
@@ -69,7 +73,7 @@ static pn_status read_dims(const pn_op_args *a, const pn_tensor *x, const pn_ten
       y->shape[1] != d->o || !bias_ok || d->sy < 1 || d->sx < 1)
     return pn_error(PN_ERR_SHAPE, "cpu: %s: shapes do not fit", pn_op_name(a->op));
   d->cg = d->c / d->g, d->og = d->o / d->g, d->k = d->cg * d->kh * d->kw;
-  d->rows512 = d->sx == 1 && has_avx512();
+  d->row_lanes = d->sx == 1 ? row_lanes() : 0;
   if (d->k > INT_MAX || d->og > INT_MAX || d->p > INT_MAX)
     return pn_error(PN_ERR_UNSUPPORTED, "cpu: %s: a dimension exceeds OpenBLAS's int",
                     pn_op_name(a->op));
@@ -183,8 +187,8 @@ static void patch_row(const conv_dims *d, float *plane, float *row, int64_t p0, 
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define HAVE_LOWER512 1
-#define AVX512 __attribute__((target("avx512f")))
+#define HAVE_LOWER_SIMD 1
+#define AVX512          __attribute__((target("avx512f")))
 
 static __mmask16 low_lanes(int64_t n) {
   return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -271,10 +275,147 @@ AVX512 static void plane_taps(const conv_dims *d, float *plane, float *pad, floa
     }
 }
 
-static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+/* The same two paths 8 columns at a time for AVX2 machines (AMD's EPYC
+ * and Ryzen among them). Masked stores are microcoded on AMD, so none are
+ * used: a run's last vector overlaps the one before it instead, and runs
+ * under 8 columns go 4 at a time, then one by one. */
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* acc[i] = acc[i] + v[i], i < n (n < 8). */
+AVX2 static void add_short(float *acc, const float *v, int64_t n) {
+  if (n < 4) {
+    for (int64_t i = 0; i < n; i++) acc[i] = acc[i] + v[i];
+    return;
+  }
+  __m128 a = _mm_add_ps(_mm_loadu_ps(acc), _mm_loadu_ps(v));
+  __m128 t = _mm_add_ps(_mm_loadu_ps(acc + n - 4), _mm_loadu_ps(v + n - 4));
+  _mm_storeu_ps(acc, a);
+  _mm_storeu_ps(acc + n - 4, t);
+}
+
+/* acc[i] = acc[i] + v[i], i < n. The last two vectors may overlap: both
+ * are loaded before either is stored, so no lane gets v twice. */
+AVX2 static void add_run8(float *acc, const float *v, int64_t n) {
+  if (n < 8) {
+    add_short(acc, v, n);
+    return;
+  }
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 8)
+    _mm256_storeu_ps(acc + c, _mm256_add_ps(_mm256_loadu_ps(acc + c), _mm256_loadu_ps(v + c)));
+  __m256 a = _mm256_add_ps(_mm256_loadu_ps(acc + c), _mm256_loadu_ps(v + c));
+  __m256 t = _mm256_add_ps(_mm256_loadu_ps(acc + n - 8), _mm256_loadu_ps(v + n - 8));
+  _mm256_storeu_ps(acc + c, a);
+  _mm256_storeu_ps(acc + n - 8, t);
+}
+
+AVX2 static void copy_short(float *dst, const float *src, int64_t n) {
+  if (n < 4) {
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+    return;
+  }
+  _mm_storeu_ps(dst, _mm_loadu_ps(src));
+  _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+}
+
+AVX2 static void copy_run8(float *dst, const float *src, int64_t n) {
+  if (n < 8) {
+    copy_short(dst, src, n);
+    return;
+  }
+  for (int64_t c = 0; c + 8 < n; c += 8) _mm256_storeu_ps(dst + c, _mm256_loadu_ps(src + c));
+  _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+}
+
+/* `rows` rows of n columns, `pitch` apart in src, to one run at r. Under 8
+ * columns a row is one masked load and one whole store: the lanes past the
+ * row land where later rows go and are overwritten, so only the rows whose
+ * store would leave the run are copied exactly. */
+AVX2 static void copy_rows8(float *r, const float *src, int64_t pitch, int64_t n, int64_t rows) {
+  int64_t y = 0;
+  if (n < 4) {
+    __m128i m = _mm_cmpgt_epi32(_mm_set1_epi32((int)n), _mm_setr_epi32(0, 1, 2, 3));
+    for (; y * n + 4 <= rows * n; y++)
+      _mm_storeu_ps(r + y * n, _mm_maskload_ps(src + y * pitch, m));
+  } else if (n < 8) {
+    __m256i m =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (; y * n + 8 <= rows * n; y++)
+      _mm256_storeu_ps(r + y * n, _mm256_maskload_ps(src + y * pitch, m));
+  }
+  for (; y < rows; y++) copy_run8(r + y * n, src + y * pitch, n);
+}
+
+/* One tap's row segments for output positions [p0, p1) of one sample,
+ * starting at row oy, column ox0: `src` is the bordered plane shifted to
+ * the tap, so each segment is a plain run. */
+AVX2 static void tap_rows8(const conv_dims *d, float *src, float *r, int64_t p0, int64_t p1,
+                           int64_t oy, int64_t ox0, int add) {
+  int64_t step = d->sy * (d->w + 2 * d->px);
+  for (int64_t p = p0; p < p1; oy++, ox0 = 0) {
+    int64_t len = p1 - p < d->ow - ox0 ? p1 - p : d->ow - ox0;
+    float *s = src + oy * step + ox0;
+    if (add)
+      add_run8(s, r, len);
+    else
+      copy_run8(r, s, len);
+    r += len;
+    p += len;
+  }
+}
+
+/* patch_row_s1's work on AVX2, all taps of one plane at once: the input
+ * rows that positions [p0, p1) read are copied into the bordered plane (a
+ * zero border, as in plane_taps), so that no row segment needs border
+ * tests, which cost more than the copy on rows this short. With `add`,
+ * the rows are x's, the taps are summed into them one by one as
+ * patch_row_s1 sums them into x, and the rows go back; the border
+ * collects sums nobody reads. */
+AVX2 static void block_taps8(const conv_dims *d, float *plane, float *pad, float *rows,
+                             int64_t stride, int64_t p0, int64_t p1, int add) {
+  int64_t wp = d->w + 2 * d->px, oy0 = p0 / d->ow, oy1 = (p1 - 1) / d->ow;
+  int64_t y0 = oy0 * d->sy - d->py, y1 = oy1 * d->sy - d->py + (d->kh - 1) * d->dy + 1;
+  y0 = y0 < 0 ? 0 : y0;
+  y1 = y1 > d->h ? d->h : y1;
+  float *inner = pad + d->py * wp + d->px;
+  for (int64_t iy = y0; iy < y1; iy++) copy_run8(inner + iy * wp, plane + iy * d->w, d->w);
+  for (int64_t ky = 0; ky < d->kh; ky++)
+    for (int64_t kx = 0; kx < d->kw; kx++)
+      tap_rows8(d, pad + ky * d->dy * wp + kx * d->dx, rows + (ky * d->kw + kx) * stride, p0, p1,
+                oy0, p0 - oy0 * d->ow, add);
+  if (add)
+    for (int64_t iy = y0; iy < y1; iy++) copy_run8(plane + iy * d->w, inner + iy * wp, d->w);
+}
+
+/* plane_taps on AVX2. */
+AVX2 static void plane_taps8(const conv_dims *d, float *plane, float *pad, float *rows,
+                             int64_t stride, int add) {
+  int64_t wp = d->w + 2 * d->px, hp = d->h + 2 * d->py;
+  float *inner = pad + d->py * wp + d->px;
+  if (add)
+    memset(pad, 0, (size_t)(hp * wp) * sizeof *pad);
+  else
+    for (int64_t iy = 0; iy < d->h; iy++) copy_run8(inner + iy * wp, plane + iy * d->w, d->w);
+  for (int64_t ky = 0; ky < d->kh; ky++)
+    for (int64_t kx = 0; kx < d->kw; kx++) {
+      float *r = rows + (ky * d->kw + kx) * stride, *src = pad + ky * wp + kx;
+      if (!add) {
+        copy_rows8(r, src, wp, d->ow, d->oh);
+        continue;
+      }
+      for (int64_t oy = 0; oy < d->oh; oy++, r += d->ow, src += wp) add_run8(src, r, d->ow);
+    }
+  if (add)
+    for (int64_t iy = 0; iy < d->h; iy++) add_run8(plane + iy * d->w, inner + iy * wp, d->w);
+}
+
+static int row_lanes(void) {
+  if (__builtin_cpu_supports("avx512f")) return 16;
+  return __builtin_cpu_supports("avx2") ? 8 : 0;
+}
 #else
-#define HAVE_LOWER512 0
-static int has_avx512(void) { return 0; }
+#define HAVE_LOWER_SIMD 0
+static int row_lanes(void) { return 0; }
 #endif
 
 /* Scratch per chunk: the column matrix, a block of dy or y (tmp), and the
@@ -287,38 +428,75 @@ static float *pad_area(const conv_dims *d, float *scratch) {
   return scratch + (d->k + d->og) * d->nb * d->bw;
 }
 
+#if HAVE_LOWER_SIMD
+typedef void taps_fn(const conv_dims *, float *, float *, float *, int64_t, int);
+
+/* lower for a block of whole samples at stride 1 without dilation. */
+static void lower_planes(const conv_dims *d, float *x, int64_t g, const block *b, float *col,
+                         float *pad, int add) {
+  taps_fn *taps = d->row_lanes == 16 ? plane_taps : plane_taps8;
+  int64_t n_taps = d->kh * d->kw, width = b->p1 - b->p0;
+  /* the border stays zero: plane_taps rewrites only the inside */
+  if (!add) memset(pad, 0, (size_t)((d->h + 2 * d->py) * (d->w + 2 * d->px)) * sizeof *pad);
+  for (int64_t ci = 0; ci < d->cg; ci++)
+    for (int64_t n = b->n0; n < b->n1; n++)
+      taps(d, x + ((n * d->c + g * d->cg + ci) * d->h) * d->w, pad,
+           col + ci * n_taps * b->cols + (n - b->n0) * width, b->cols, add);
+}
+
+/* lower for any other block at stride 1 along x. */
+static void lower_rows(const conv_dims *d, float *x, int64_t g, const block *b, float *col,
+                       int add) {
+  int64_t width = b->p1 - b->p0;
+  for (int64_t ci = 0; ci < d->cg; ci++)
+    for (int64_t ky = 0; ky < d->kh; ky++)
+      for (int64_t kx = 0; kx < d->kw; kx++) {
+        float *row = col + ((ci * d->kh + ky) * d->kw + kx) * b->cols;
+        int64_t offx = kx * d->dx - d->px, lo, hi;
+        valid_range(offx, 1, d->w, d->ow, &lo, &hi);
+        for (int64_t n = b->n0; n < b->n1; n++) {
+          float *plane = x + ((n * d->c + g * d->cg + ci) * d->h) * d->w;
+          patch_row_s1(d, plane, row + (n - b->n0) * width, b->p0, b->p1, ky, offx, lo, hi, add);
+        }
+      }
+}
+
+/* lower_rows on AVX2, plane by plane through the bordered plane. */
+static void lower_blocks8(const conv_dims *d, float *x, int64_t g, const block *b, float *col,
+                          float *pad, int add) {
+  int64_t n_taps = d->kh * d->kw, width = b->p1 - b->p0, wp = d->w + 2 * d->px;
+  /* the bordered rows the block reads: a zero border for the copies, and
+   * no stale values for the sums */
+  int64_t r0 = b->p0 / d->ow * d->sy, r1 = (b->p1 - 1) / d->ow * d->sy + (d->kh - 1) * d->dy + 1;
+  memset(pad + r0 * wp, 0, (size_t)((r1 - r0) * wp) * sizeof *pad);
+  for (int64_t ci = 0; ci < d->cg; ci++)
+    for (int64_t n = b->n0; n < b->n1; n++)
+      block_taps8(d, x + ((n * d->c + g * d->cg + ci) * d->h) * d->w, pad,
+                  col + ci * n_taps * b->cols + (n - b->n0) * width, b->cols, b->p0, b->p1, add);
+}
+#endif
+
 /* col[(ci*kh + ky)*kw + kx][column] for block b of group g; with `add`,
  * the reverse: the column matrix is summed into x (col2im). */
 static void lower(const conv_dims *d, float *x, int64_t g, const block *b, float *col, float *pad,
                   int add) {
-  int64_t width = b->p1 - b->p0;
-#if HAVE_LOWER512
-  if (d->rows512 && d->sy == 1 && d->dy == 1 && d->dx == 1 && b->p0 == 0 && b->p1 == d->p) {
-    int64_t taps = d->kh * d->kw;
-    /* the border stays zero: plane_taps rewrites only the inside */
-    if (!add) memset(pad, 0, (size_t)((d->h + 2 * d->py) * (d->w + 2 * d->px)) * sizeof *pad);
-    for (int64_t ci = 0; ci < d->cg; ci++)
-      for (int64_t n = b->n0; n < b->n1; n++)
-        plane_taps(d, x + ((n * d->c + g * d->cg + ci) * d->h) * d->w, pad,
-                   col + ci * taps * b->cols + (n - b->n0) * width, b->cols, add);
+#if HAVE_LOWER_SIMD
+  if (d->row_lanes && d->sy == 1 && d->dy == 1 && d->dx == 1 && b->p0 == 0 && b->p1 == d->p) {
+    lower_planes(d, x, g, b, col, pad, add);
     return;
   }
-  if (d->rows512) {
-    for (int64_t ci = 0; ci < d->cg; ci++)
-      for (int64_t ky = 0; ky < d->kh; ky++)
-        for (int64_t kx = 0; kx < d->kw; kx++) {
-          float *row = col + ((ci * d->kh + ky) * d->kw + kx) * b->cols;
-          int64_t offx = kx * d->dx - d->px, lo, hi;
-          valid_range(offx, 1, d->w, d->ow, &lo, &hi);
-          for (int64_t n = b->n0; n < b->n1; n++) {
-            float *plane = x + ((n * d->c + g * d->cg + ci) * d->h) * d->w;
-            patch_row_s1(d, plane, row + (n - b->n0) * width, b->p0, b->p1, ky, offx, lo, hi,
-                         add);
-          }
-        }
+  if (d->row_lanes == 16) {
+    lower_rows(d, x, g, b, col, add);
     return;
   }
+  if (d->row_lanes == 8) {
+    lower_blocks8(d, x, g, b, col, pad, add);
+    return;
+  }
+#else
+  (void)pad;
 #endif
+  int64_t width = b->p1 - b->p0;
   for (int64_t ci = 0; ci < d->cg; ci++)
     for (int64_t ky = 0; ky < d->kh; ky++)
       for (int64_t kx = 0; kx < d->kw; kx++) {
