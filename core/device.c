@@ -90,6 +90,17 @@ static pn_device *find_loaded(const char *name) {
   return found;
 }
 
+/* An op a device backend lacks runs on a loaded backend that has it (op.c);
+ * a GPU backend alone would leave nowhere to go, so a host one is loaded
+ * beside it, here at setup rather than mid-dispatch. */
+static void load_host_fallback(void) {
+  static const char *const hosts[] = {"cpu", "reference"};
+  pn_device *h;
+  for (size_t i = 0; i < sizeof hosts / sizeof *hosts; i++)
+    if (pn_device_get(hosts[i], &h) == PN_OK) return;
+  PN_WARN("no host backend to run ops the device lacks: %s", pn_last_error());
+}
+
 pn_status pn_device_get(const char *name, pn_device **out) {
   char backend[32];
   *out = find_loaded(name);
@@ -106,6 +117,7 @@ pn_status pn_device_get(const char *name, pn_device **out) {
   PN_TRY(pn_registry_load(f));
   *out = find_loaded(name);
   if (!*out) return pn_error(PN_ERR_NOT_FOUND, "backend '%s' has no device '%s'", backend, name);
+  if (!pn_device_is_host(*out)) load_host_fallback();
   return PN_OK;
 }
 

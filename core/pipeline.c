@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include <plugnet/device.h>
-#include <plugnet/log.h>
 #include <plugnet/model.h>
 #include <plugnet/pipeline.h>
 #include <plugnet/registry.h>
@@ -865,20 +864,6 @@ pn_status pn_pipeline_build_model(const pn_pipeline *p, const pn_shape *input, p
   return PN_OK;
 }
 
-/* An op a device backend lacks runs on a loaded backend that has it (op.c);
- * a GPU backend alone would leave nowhere to go, so a host one is loaded
- * beside it. */
-static void load_host_fallback(const pn_pipeline *p) {
-  static const char *const hosts[] = {"cpu", "reference"};
-  for (size_t i = 0; i < sizeof hosts / sizeof *hosts; i++) {
-    pn_device *h;
-    if (pn_device_get(hosts[i], &h) != PN_OK) continue;
-    if (p->threads > 0 && h->iface->set_threads) h->iface->set_threads(h->ctx, p->threads);
-    return;
-  }
-  PN_WARN("no host backend to run ops the device lacks: %s", pn_last_error());
-}
-
 pn_status pn_pipeline_device(const pn_pipeline *p, const char *backend, pn_device **out) {
   char why[256] = "";
   if (!backend) backend = p->backend;
@@ -888,7 +873,6 @@ pn_status pn_pipeline_device(const pn_pipeline *p, const char *backend, pn_devic
     return pn_error(PN_ERR_DEVICE, "backend '%s' is unavailable: %s", backend, why);
   if (p->threads > 0 && d->iface->set_threads) PN_TRY(d->iface->set_threads(d->ctx, p->threads));
   pn_set_default_device(d);
-  if (!pn_device_is_host(d)) load_host_fallback(p);
   return PN_OK;
 }
 

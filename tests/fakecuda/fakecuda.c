@@ -139,7 +139,7 @@ CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
 /* 16: multiprocessors, 75/76: compute capability. */
 CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice dev) {
   if (!valid_device(dev)) return INVALID_DEVICE;
-  *value = attribute == 16 ? 4 : attribute == 75 ? 8 : attribute == 76 ? 0 : 0;
+  *value = attribute == 16 ? 4 : attribute == 75 ? 8 : 0;
   return SUCCESS;
 }
 

@@ -49,7 +49,9 @@ struct pn_buffer {
 };
 
 /* Looks a device up by name ("cpu", "reference", "cuda:0"; a backend name
- * alone means its first device), loading its plugin on first use. */
+ * alone means its first device), loading its plugin on first use. Loading a
+ * device without host memory (a GPU) loads a host backend too, where ops the
+ * device lacks run. */
 pn_status pn_device_get(const char *name, pn_device **out);
 /* The device new tensors go to when none is given. Initially "cpu" when it
  * loads, else "reference". PLUGNET_BACKEND overrides the initial choice. */
